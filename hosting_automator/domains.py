@@ -1,0 +1,95 @@
+"""The rules a row's `domain` must pass before any service hears of it (RFC 1035 lengths, IDNA 2008)."""
+
+import re
+
+from hosting_automator.errors import InvalidDomainError
+
+MAX_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, less the length byte and the root label
+MAX_LABEL_LENGTH = 63
+CLOUDPANEL_MAX_DOMAIN_LENGTH = 128  # CloudPanel's own limit on domainName
+
+_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+# Characters that a shell, a URL or a template could give meaning to; named in the message.
+_FORBIDDEN_CHARACTERS = set(";|&$`()<>\\'\"!{}[]?#%@=+,^~")
+
+
+def normalise_domain(raw):
+    """Return the ASCII host name to serve for a row's `domain`, or raise InvalidDomainError saying why."""
+    if raw is None:
+        raise InvalidDomainError("domain is empty (NULL)")
+    if not isinstance(raw, str):
+        raise InvalidDomainError(f"domain must be text, got {type(raw).__name__} {raw!r}")
+    name = raw.strip().lower()
+    if not name:
+        raise InvalidDomainError("domain is empty")
+    if "://" in name:
+        raise InvalidDomainError(f"domain must be a bare host name, not a URL: {_shown(raw)}")
+    forbidden = sorted(set(name) & _FORBIDDEN_CHARACTERS)
+    if forbidden:
+        listed = " ".join(forbidden)
+        raise InvalidDomainError(f"domain contains characters not allowed in a host name ({listed}): {_shown(raw)}")
+    if any(character.isspace() for character in name):
+        raise InvalidDomainError(f"domain contains whitespace: {_shown(raw)}")
+    if "/" in name:
+        raise InvalidDomainError(f"domain must not contain a path: {_shown(raw)}")
+    if ":" in name:
+        raise InvalidDomainError(f"domain must not contain a port: {_shown(raw)}")
+    if "*" in name:
+        raise InvalidDomainError(f"wildcard domains are not supported: {_shown(raw)}")
+    if name.endswith("."):
+        name = name[:-1]
+    if not name.isascii():
+        name = _to_ascii(name, raw)
+    _check_ascii_name(name, raw)
+    return name
+
+
+def _to_ascii(name, raw):
+    import idna  # only rows with non-ASCII names pay for importing it
+
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as err:
+        raise InvalidDomainError(f"not a valid internationalised domain name ({err}): {_shown(raw)}") from err
+
+
+def _check_ascii_name(name, raw):
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidDomainError(f"domain is {len(name)} characters long, more than the {MAX_NAME_LENGTH} allowed")
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise InvalidDomainError(f"domain needs at least two labels, like example.com: {_shown(raw)}")
+    for label in labels:
+        if not label:
+            raise InvalidDomainError(f"domain has an empty label (two dots in a row, or a leading dot): {_shown(raw)}")
+        if len(label) > MAX_LABEL_LENGTH:
+            raise InvalidDomainError(
+                f"label '{label[:20]}…' is {len(label)} characters long, more than the {MAX_LABEL_LENGTH} allowed"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            raise InvalidDomainError(f"label '{label}' must not start or end with a hyphen")
+        if not _LDH_LABEL.match(label):
+            raise InvalidDomainError(f"label '{label}' may hold only letters, digits and hyphens")
+        if label.startswith("xn--"):
+            _check_punycode(label)
+    if labels[-1].isdigit():
+        raise InvalidDomainError(f"an IP address is not a domain name: {_shown(raw)}")
+    if len(name) > CLOUDPANEL_MAX_DOMAIN_LENGTH:
+        raise InvalidDomainError(
+            f"domain is {len(name)} characters long; CloudPanel accepts at most {CLOUDPANEL_MAX_DOMAIN_LENGTH}"
+        )
+
+
+def _check_punycode(label):
+    import idna
+
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError) as err:
+        raise InvalidDomainError(f"label '{label}' is not valid punycode ({err})") from err
+
+
+def _shown(raw):
+    """The raw value as it can safely appear in one log line (newlines and control characters escaped)."""
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "…'"

@@ -1,0 +1,58 @@
+"""The project's one exception family: each service client raises these, main turns them into outcomes."""
+
+
+class HostingAutomatorError(Exception):
+    """Base of every error this project raises on purpose; its message is meant for an operator."""
+
+
+class ConfigurationError(HostingAutomatorError):
+    """Settings are missing or malformed; the run cannot start (exit code 2)."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(
+            "Configuration problems:\n" + "\n".join(f"  - {problem}" for problem in self.problems)
+        )
+
+
+class InvalidDomainError(HostingAutomatorError):
+    """A row's domain cannot be served; no external call is made for it."""
+
+
+class ServiceError(HostingAutomatorError):
+    """A service refused or failed a request.
+
+    transient: whether trying again later may succeed (network trouble, 429, 502/503/504).
+    retry_after: seconds the service asked us to wait, when it said so.
+    """
+
+    service = "service"
+
+    def __init__(self, message, transient=False, retry_after=None):
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class CloudPanelError(ServiceError):
+    service = "CloudPanel"
+
+
+class CertificateError(ServiceError):
+    service = "SSL"
+
+
+class MatomoError(ServiceError):
+    service = "Matomo"
+
+
+class SupabaseError(ServiceError):
+    service = "Supabase"
+
+
+class SupabaseSetupError(SupabaseError):
+    """The table, a column or the key is wrong: every request would fail the same way, so the run aborts."""
+
+
+class RunInterrupted(HostingAutomatorError):
+    """SIGTERM or SIGINT arrived; the site in progress is abandoned without writing its row."""

@@ -1,0 +1,60 @@
+"""The hostile-row corpus: each domain value is normalised correctly or refused with a precise reason."""
+
+import pytest
+
+from hosting_automator.domains import normalise_domain
+from hosting_automator.errors import InvalidDomainError
+
+VALID = [
+    ("EXAMPLE.COM.", "example.com"),
+    ("  Example.com  ", "example.com"),
+    ("www.example.com", "www.example.com"),
+    ("例え.jp", "xn--r8jz45g.jp"),
+    ("Bücher.example", "xn--bcher-kva.example"),
+    ("xn--r8jz45g.jp", "xn--r8jz45g.jp"),
+    ("a-b.example.org", "a-b.example.org"),
+]
+
+INVALID = [
+    ("", "domain is empty"),
+    ("   ", "domain is empty"),
+    (None, "domain is empty (NULL)"),
+    (42, "domain must be text, got int 42"),
+    ("example.com; rm -rf /", "characters not allowed in a host name (;)"),
+    ("$(reboot).com", "characters not allowed in a host name ($ ( ))"),
+    ("`id`.com", "characters not allowed in a host name (`)"),
+    ("exa mple.com", "domain contains whitespace"),
+    ("http://example.com/", "must be a bare host name, not a URL"),
+    ("example.com:8080", "must not contain a port"),
+    ("example.com/path", "must not contain a path"),
+    ("*.example.com", "wildcard domains are not supported"),
+    ("-bad.com", "label '-bad' must not start or end with a hyphen"),
+    ("bad-.com", "label 'bad-' must not start or end with a hyphen"),
+    ("a..b.com", "empty label"),
+    ("a" * 64 + ".com", "is 64 characters long, more than the 63 allowed"),
+    (".".join(["abcdefghij"] * 24) + ".com", "is 267 characters long, more than the 253 allowed"),
+    (".".join(["abcdefghij"] * 12) + ".com", "CloudPanel accepts at most 128"),
+    ("xn--zz.com", "label 'xn--zz' is not valid punycode"),
+    ("exam\nple.com", "domain contains whitespace: 'exam\\nple.com'"),
+    ("localhost", "needs at least two labels"),
+    ("10.0.0.1", "an IP address is not a domain name"),
+    ("under_score.com", "may hold only letters, digits and hyphens"),
+]
+
+
+@pytest.mark.parametrize("raw, expected", VALID)
+def test_normalise_domain_valid_names_are_normalised(raw, expected):
+    assert normalise_domain(raw) == expected
+
+
+@pytest.mark.parametrize("raw, reason", INVALID)
+def test_normalise_domain_invalid_names_say_why(raw, reason):
+    with pytest.raises(InvalidDomainError) as caught:
+        normalise_domain(raw)
+    assert reason in str(caught.value)
+
+
+def test_normalise_domain_message_stays_on_one_line():
+    with pytest.raises(InvalidDomainError) as caught:
+        normalise_domain("evil.com\nINFO forged log line")
+    assert "\n" not in str(caught.value)
