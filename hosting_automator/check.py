@@ -1,0 +1,56 @@
+"""--check: every setting and service looked at read-only, one line each, exit 0 only when all pass."""
+
+import os
+
+from hosting_automator.errors import HostingAutomatorError
+
+
+def run_checks(settings, services=None, out=print):
+    from hosting_automator.core.retry import RetryPolicy
+    from hosting_automator.main import Services
+
+    services = services or Services(settings, RetryPolicy(attempts=1))
+    mode = "clpctl HTTP gateway" if settings.uses_gateway else f"clpctl at {settings.cloudpanel_clpctl}"
+    results = [("settings", True, f"all present and well-formed (CloudPanel through {mode}, "
+                                  f"table {settings.sites_table})")]
+    checks = [
+        ("Supabase", lambda: _supabase(services, settings)),
+        ("CloudPanel", lambda: services.cloudpanel.check()),
+        ("Matomo", lambda: services.matomo.check()),
+        ("log file", lambda: _writable(settings.log_file, "LOG_FILE")),
+        ("lock file", lambda: _writable(settings.lock_file, "LOCK_FILE")),
+    ]
+    try:
+        for name, check in checks:
+            try:
+                results.append((name, True, check()))
+            except HostingAutomatorError as err:
+                results.append((name, False, str(err)))
+    finally:
+        services.close()
+    if settings.env_file:
+        from hosting_automator.core.config import env_file_readable_by_others
+
+        if env_file_readable_by_others(settings.env_file):
+            results.append((".env", False, f"{settings.env_file} is readable by other users: chmod 600 it"))
+        else:
+            results.append((".env", True, f"{settings.env_file} is readable by its owner only"))
+    for name, passed, detail in results:
+        out(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
+    failed = [name for name, passed, _ in results if not passed]
+    out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _supabase(services, settings):
+    services.supabase.check_table()
+    return f"{settings.supabase_url} reachable, key accepted, table {settings.sites_table} has every column"
+
+
+def _writable(path, setting):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise HostingAutomatorError(f"{setting} {path} cannot be written ({err.strerror})") from err
+    os.close(fd)
+    return f"{path} is writable"

@@ -1,0 +1,1 @@
+"""Configuration, logging, retries and the run lock: what every part of the run shares."""

@@ -1,0 +1,67 @@
+"""The one place where transient failures are retried: bounded attempts, exponential back-off with jitter,
+a time budget per call, and the server's requested wait honoured up to a cap."""
+
+import logging
+import random
+import threading
+import time
+
+from hosting_automator.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS = 4
+BASE_DELAY = 1.0
+MAX_DELAY = 20.0
+RETRY_AFTER_CAP = 60.0
+BUDGET = 120.0  # seconds per call, attempts and waits together
+
+
+class RetryPolicy:
+    """Runs an operation again while it fails transiently.
+
+    An operation that creates something must look up first whether an earlier attempt already took effect:
+    pass the whole "look up, then create" as the operation, so every attempt looks again.
+    `sleep` and `clock` are injected so tests never wait; main passes a sleep that wakes up on SIGTERM.
+    """
+
+    def __init__(self, attempts=ATTEMPTS, base_delay=BASE_DELAY, max_delay=MAX_DELAY, budget=BUDGET,
+                 retry_after_cap=RETRY_AFTER_CAP, sleep=time.sleep, clock=time.monotonic, jitter=random.random):
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.budget = budget
+        self.retry_after_cap = retry_after_cap
+        self.sleep = sleep
+        self.clock = clock
+        self.jitter = jitter
+        self._lock = threading.Lock()
+        self.retries = 0  # how many times any call was tried again, for the run's figures
+
+    def delay(self, attempt, retry_after=None):
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        delay = backoff / 2 + self.jitter() * backoff / 2
+        if retry_after is not None:
+            delay = max(delay, min(float(retry_after), self.retry_after_cap))
+        return delay
+
+    def call(self, operation, what):
+        """Return operation(); try again on a transient ServiceError while attempts and budget last."""
+        started = self.clock()
+        attempt = 1
+        while True:
+            try:
+                return operation()
+            except ServiceError as err:
+                if not err.transient or attempt >= self.attempts:
+                    raise
+                delay = self.delay(attempt, err.retry_after)
+                if self.clock() - started + delay > self.budget:
+                    raise
+                logger.warning("%s failed (%s); trying again in %.1f s (attempt %d of %d)",
+                               what, err, delay, attempt + 1, self.attempts)
+                with self._lock:
+                    self.retries += 1
+                self.sleep(delay)
+                attempt += 1

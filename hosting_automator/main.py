@@ -1,0 +1,208 @@
+"""The command: options, settings, logging, the lock, the run, the summary and the exit code."""
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+import threading
+
+from hosting_automator.core.config import env_file_readable_by_others, load_settings
+from hosting_automator.core.lock import RunLock
+from hosting_automator.core.logging_setup import configure_logging, secret_values
+from hosting_automator.core.retry import RetryPolicy
+from hosting_automator.errors import ConfigurationError, RunInterrupted
+
+logger = logging.getLogger("hosting_automator")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(
+        prog="hosting-automator",
+        description="Turn sites whose DNS is ready into live CloudPanel sites on HTTPS with Matomo tracking.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing anywhere")
+    parser.add_argument("--domain", action="append", default=[], metavar="D",
+                        help="process only this domain (repeatable)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="process at most N sites this run")
+    parser.add_argument("--retry-failed", action="store_true", help="also take sites whose hosting failed")
+    parser.add_argument("--check", action="store_true", help="check settings and reach every service, read-only")
+    parser.add_argument("--env-file", metavar="PATH", help="read this file instead of ./.env")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="more console output")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print nothing when all is well")
+    parser.add_argument("--json", action="store_true", help="write the run's outcome as JSON on stdout")
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="process up to N sites at once")
+    return parser.parse_args(argv)
+
+
+def _positive_int(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+class Services:
+    """Each client is built on first use and kept for the run: one connection pool per service."""
+
+    def __init__(self, settings, retry, workers=1):
+        self.settings = settings
+        self.retry = retry
+        self.workers = workers
+
+    @functools.cached_property
+    def http(self):
+        from hosting_automator.core.http import new_session
+
+        return new_session(self.settings.http_timeout, pool_size=self.workers)
+
+    @functools.cached_property
+    def supabase(self):
+        from hosting_automator.services.supabase_client import SupabaseClient
+
+        s = self.settings
+        return SupabaseClient(s.supabase_url, s.supabase_service_key, s.sites_table, s.http_timeout, self.retry,
+                              pool_size=self.workers)
+
+    @functools.cached_property
+    def cloudpanel(self):
+        from hosting_automator.services.cloudpanel_client import ClpctlClient, GatewayClient
+
+        s = self.settings
+        if s.uses_gateway:
+            return GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token, self.http, s.cloudpanel_concurrency)
+        return ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency)
+
+    @functools.cached_property
+    def matomo(self):
+        from hosting_automator.services.matomo_client import MatomoClient
+
+        s = self.settings
+        return MatomoClient(s.matomo_api_url, s.matomo_api_token, self.http, self.retry,
+                            s.matomo_site_timezone, s.matomo_site_currency)
+
+    def served_certificate(self, domain):
+        from hosting_automator.services.served_certificate import served_certificate
+
+        s = self.settings
+        return served_certificate(domain, s.cloudpanel_https_host, s.cloudpanel_https_port, s.http_timeout)
+
+    def close(self):
+        if "supabase" in self.__dict__:
+            self.supabase.close()
+        if "http" in self.__dict__:
+            self.http.close()
+
+
+def main(argv=None):
+    arguments = parse_arguments(argv)
+    try:
+        settings = load_settings(arguments.env_file)
+    except ConfigurationError as err:
+        print(f"hosting-automator: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    for secret in settings.secrets:
+        secret_values.add(secret)
+    console_level = logging.DEBUG if arguments.verbose else logging.ERROR if arguments.quiet else logging.INFO
+    try:
+        recent_lines = configure_logging(settings.log_file, console_level)
+    except OSError as err:
+        print(f"hosting-automator: LOG_FILE {settings.log_file} cannot be written ({err.strerror})", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.env_file and env_file_readable_by_others(settings.env_file):
+        logger.warning("%s holds secrets and other users can read it: chmod 600 %s", settings.env_file,
+                       settings.env_file)
+    if arguments.check:
+        from hosting_automator.check import run_checks
+
+        return run_checks(settings)
+    try:
+        return run(settings, arguments, recent_lines)
+    except Exception:  # a bug: say so in the log, still exit as cron expects
+        logger.exception("The run stopped on an unexpected error")
+        return EXIT_FAILED
+
+
+def run(settings, arguments, recent_lines):
+    from hosting_automator.pipeline import Pipeline, RunOptions
+
+    dry_run = arguments.dry_run
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    lock = RunLock(settings.lock_file)
+    if not dry_run:  # a dry run changes nothing, so it may look while a run works
+        try:
+            if not lock.acquire():
+                logger.info("Another run is in progress (%s is locked); this one does nothing", settings.lock_file)
+                return EXIT_OK
+        except OSError as err:
+            logger.error("LOCK_FILE %s cannot be opened (%s)", settings.lock_file, err.strerror)
+            return EXIT_USAGE
+    limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
+    options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
+                         retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers)
+    retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
+    services = Services(settings, retry, options.workers)
+    from hosting_automator.services.healthcheck import ping
+
+    with lock:
+        try:
+            if settings.healthcheck_url:
+                ping(services.http, settings.healthcheck_url, "start", dry_run=dry_run)
+            logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
+            pipeline = Pipeline(services, options, stop)
+            outcomes = pipeline.run()
+            return _finish(settings, arguments, services, pipeline, outcomes, stop.is_set(), recent_lines)
+        finally:
+            services.close()
+
+
+def _finish(settings, arguments, services, pipeline, outcomes, interrupted, recent_lines):
+    from hosting_automator import report
+    from hosting_automator.services.healthcheck import ping
+
+    dry_run = arguments.dry_run
+    failed = any(outcome.is_failure for outcome in outcomes)
+    exit_code = EXIT_FAILED if failed or pipeline.aborted or interrupted else EXIT_OK
+    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, dry_run)
+    if exit_code == EXIT_OK:
+        logger.info("%s", summary)
+    else:
+        logger.error("%s", summary)
+    if settings.healthcheck_url:
+        body = summary + "\n\n" + "\n".join(recent_lines.lines)
+        ping(services.http, settings.healthcheck_url, "success" if exit_code == EXIT_OK else "fail", body, dry_run)
+    if arguments.json:
+        print(report.as_json(outcomes, summary, exit_code, dry_run))
+    else:
+        shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
+        if shown:
+            print(report.as_table(shown))
+    return exit_code
+
+
+def _sleep_unless_stopped(stop, seconds):
+    """The retry back-off: a signal ends the wait, and the site, at once."""
+    if stop.wait(seconds):
+        raise RunInterrupted()
+
+
+def _stop_on_signals(stop):
+    def on_signal(signum, _frame):
+        if not stop.is_set():
+            logger.warning("Received %s: starting no new site; the site in progress stops after its current step",
+                           signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def console_script():
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The run itself: each pending site through CloudPanel → certificate → Matomo → its row (DESIGN.md section 3),
+one failure never touching another site's work."""
+
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass
+
+from hosting_automator.core.logging_setup import secret_values, site_context
+from hosting_automator.domains import normalise_domain
+from hosting_automator.errors import (
+    CertificateError,
+    CloudPanelError,
+    InvalidDomainError,
+    MatomoError,
+    RunInterrupted,
+    ServiceError,
+    SupabaseError,
+    SupabaseSetupError,
+)
+
+logger = logging.getLogger(__name__)
+
+ACTIVE, FAILED = "active", "failed"
+
+
+@dataclass(slots=True)
+class SiteOutcome:
+    """What happened to one row. `outcome` is what the report shows."""
+
+    site_id: object
+    domain: str
+    outcome: str  # active | failed | not recorded | changed meanwhile | interrupted | would ... (dry run)
+    doc_root: str | None = None
+    matomo_id: int | None = None
+    error: str | None = None
+    warning: str | None = None
+
+    @property
+    def is_failure(self):
+        return self.outcome in (FAILED, "not recorded")
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    domains: tuple = ()
+    limit: int | None = None
+    retry_failed: bool = False
+    workers: int = 1
+
+
+class Pipeline:
+    """Walks the pending sites. `services` gives .supabase, .cloudpanel, .matomo and .served_certificate(domain)."""
+
+    def __init__(self, services, options, stop_event=None):
+        self.services = services
+        self.options = options
+        self.stop_event = stop_event or threading.Event()
+        self.aborted = None  # the reason, when the run had to stop early
+
+    # -- the run ---------------------------------------------------------------------------------------------
+
+    def run(self):
+        """Process every selected pending site; return the outcomes in the order the sites were read."""
+        statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
+        rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
+        workers = max(1, self.options.workers)
+        capacity = workers * 2  # rows are read only a little ahead of the work: memory stays flat
+        in_flight = threading.BoundedSemaphore(capacity)
+        finished = []  # (position read, outcome); futures are dropped as soon as they are done
+
+        def collect(future, position):
+            finished.append((position, future.result()))
+            in_flight.release()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
+            try:
+                for position, row in enumerate(rows):
+                    if not self._take_slot(in_flight):
+                        break
+                    pool.submit(self._process_row, row).add_done_callback(
+                        lambda future, position=position: collect(future, position))
+            except SupabaseError as err:
+                self.aborted = f"cannot read the pending sites: {err}"
+                logger.error("%s", self.aborted)
+            for _ in range(capacity):  # every slot back means every site is done; short waits let signals in
+                while not in_flight.acquire(timeout=0.2):
+                    pass
+        finished.sort(key=lambda item: item[0])
+        return [outcome for _, outcome in finished]
+
+    def _take_slot(self, in_flight):
+        """Wait for a free worker; False when the run is stopping and no new site may start."""
+        while not in_flight.acquire(timeout=0.2):
+            if self.stop_event.is_set():
+                return False
+        if self.stop_event.is_set() or self.aborted is not None:
+            in_flight.release()
+            return False
+        return True
+
+    def _selected(self, rows):
+        """Apply --domain and the per-run cap while the rows stream past."""
+        wanted = set()
+        for name in self.options.domains:
+            try:
+                wanted.add(normalise_domain(name))
+            except InvalidDomainError:
+                wanted.add(name)
+        taken = 0
+        for row in rows:
+            if self.options.limit is not None and taken >= self.options.limit:
+                logger.info("Reached the limit of %d sites for this run; the rest wait for the next run",
+                            self.options.limit)
+                return
+            if wanted and _normalised_or_raw(row.get("domain")) not in wanted:
+                continue
+            taken += 1
+            yield row
+
+    def _process_row(self, row):
+        try:
+            if self.options.dry_run:
+                return self.plan_site(row)
+            return self.process_site(row)
+        except RunInterrupted:
+            logger.warning("Stopped before finishing %s: its row stays %s for the next run",
+                           _shown_domain(row), row.get("status_hosting"))
+            return SiteOutcome(row.get("id"), _shown_domain(row), "interrupted")
+        except SupabaseSetupError as err:
+            self.aborted = str(err)
+            logger.error("%s", err)
+            return SiteOutcome(row.get("id"), _shown_domain(row), "not recorded", error=str(err))
+        except Exception as err:  # a bug must not take the other sites down with it
+            logger.exception("Unexpected error for %s", _shown_domain(row))
+            return SiteOutcome(row.get("id"), _shown_domain(row), "not recorded",
+                               error=secret_values.mask(f"internal error: {err.__class__.__name__}: {err}"))
+
+    # -- one site, step by step (DESIGN.md section 3) ----------------------------------------------------------
+
+    def process_site(self, row):
+        try:
+            domain = normalise_domain(row.get("domain"))
+        except InvalidDomainError as err:
+            logger.error("Site %s: invalid domain: %s", row.get("id"), err)
+            return self._record(row, _shown_domain(row), FAILED, error=f"invalid domain: {err}")
+        with site_context(domain):
+            logger.info("Setting up hosting")
+            try:
+                doc_root = self.services.cloudpanel.create_static_site(domain)
+            except CloudPanelError as err:
+                logger.error("CloudPanel: %s", err)
+                return self._record(row, domain, FAILED, error=f"CloudPanel: {err}")
+            self._stop_point()
+            try:
+                self.ensure_certificate(domain)
+            except (CertificateError, CloudPanelError) as err:
+                logger.critical("SSL: %s", err)
+                return self._record(row, domain, FAILED, doc_root=doc_root, error=f"SSL: {err}")
+            self._stop_point()
+            warning = None
+            try:
+                matomo_id = self.services.matomo.create_tracking_site(domain)
+            except MatomoError as err:
+                warning = f"Matomo: {err}"
+                logger.warning("%s; the site goes live without tracking", warning)
+                matomo_id = None
+            self._stop_point()
+            return self._record(row, domain, ACTIVE, doc_root=doc_root, matomo_id=matomo_id, warning=warning)
+
+    def ensure_certificate(self, domain):
+        """Request a certificate unless a valid one is served; every retry looks again, so none is doubled."""
+
+        def attempt():
+            served = self.services.served_certificate(domain)
+            if served.valid:
+                logger.info("SSL: %s; not requesting another", served.reason)
+                return False
+            logger.info("SSL: requesting a Let's Encrypt certificate (%s)", served.reason)
+            self.services.cloudpanel.provision_ssl(domain)
+            return True
+
+        return self.services.retry.call(attempt, "SSL")
+
+    def plan_site(self, row):
+        """--dry-run: say what would be done, asking the services only read-only questions."""
+        try:
+            domain = normalise_domain(row.get("domain"))
+        except InvalidDomainError as err:
+            logger.error("Site %s: invalid domain: %s (dry run: nothing changed)", row.get("id"), err)
+            return SiteOutcome(row.get("id"), _shown_domain(row), "would fail", error=f"invalid domain: {err}")
+        from hosting_automator.services.cloudpanel_client import document_root, site_user_for
+
+        with site_context(domain):
+            plan = []
+            try:
+                site_user = self.services.cloudpanel.existing_site_user(domain)
+            except CloudPanelError as err:
+                site_user, plan = None, [f"CloudPanel lookup failed: {err}"]
+            if site_user:
+                plan.append(f"CloudPanel site exists (site user {site_user})")
+            else:
+                site_user = site_user_for(domain)
+                plan.append(f"would create CloudPanel site user {site_user}")
+            doc_root = document_root(site_user, domain)
+            served = self.services.served_certificate(domain)
+            plan.append("certificate served already, no request" if served.valid else "would request a certificate")
+            try:
+                matomo_id = self.services.matomo.find_site(domain)
+            except MatomoError as err:
+                matomo_id = None
+                plan.append(f"Matomo lookup failed: {err}")
+            else:
+                plan.append(f"Matomo site {matomo_id} exists" if matomo_id else "would create a Matomo site")
+            logger.info("Would set up %s: %s (dry run: nothing changed)", doc_root, "; ".join(plan))
+            return SiteOutcome(row.get("id"), domain, "would set up", doc_root=doc_root, matomo_id=matomo_id,
+                               warning="; ".join(plan))
+
+    def _stop_point(self):
+        if self.stop_event.is_set():
+            raise RunInterrupted()
+
+    def _record(self, row, domain, status, doc_root=None, matomo_id=None, error=None, warning=None):
+        """Write the outcome with a conditional update; a failed write leaves the row as read, for the next run."""
+        error = secret_values.mask(error) if error else None
+        try:
+            written = self.services.supabase.update_site_hosting_status(
+                row["id"], status, doc_root=doc_root, matomo_id=matomo_id, error_message=error,
+                read_status=row.get("status_hosting") or "pending")
+        except SupabaseSetupError:
+            raise
+        except ServiceError as err:
+            logger.error("Could not record the outcome (%s): %s; the row stays %s and the next run converges",
+                         status, err, row.get("status_hosting"))
+            return SiteOutcome(row["id"], domain, "not recorded", doc_root, matomo_id,
+                               error=f"{status}, but not recorded: {err}")
+        if not written:
+            logger.warning("Row %s was changed by someone else during the run; left untouched", row["id"])
+            return SiteOutcome(row["id"], domain, "changed meanwhile", doc_root, matomo_id, error, warning)
+        if status == ACTIVE:
+            logger.info("Site is live: %s%s", doc_root, f", Matomo idSite {matomo_id}" if matomo_id else ", no Matomo")
+        return SiteOutcome(row["id"], domain, status, doc_root, matomo_id, error, warning)
+
+
+def _normalised_or_raw(value):
+    try:
+        return normalise_domain(value)
+    except InvalidDomainError:
+        return value
+
+
+def _shown_domain(row):
+    value = row.get("domain")
+    if isinstance(value, str) and value.strip() and value.strip().isprintable():
+        return value.strip()
+    return repr(value)

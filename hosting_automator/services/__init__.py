@@ -1,0 +1,1 @@
+"""One module per external service; each keeps that service's quirks to itself."""

@@ -1,0 +1,261 @@
+"""CloudPanel: static sites and Let's Encrypt certificates, through local `clpctl` (the supported interface)
+or a clpctl HTTP gateway. Both speak clpctl's messages, so both share how those messages are read."""
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import signal
+import sqlite3
+import string
+import subprocess
+import threading
+from urllib.parse import quote
+
+from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.errors import CertificateError, CloudPanelError
+
+logger = logging.getLogger(__name__)
+
+SITE_COMMAND_TIMEOUT = 180  # seconds; adding a site creates a Linux user and reloads nginx
+CERTIFICATE_COMMAND_TIMEOUT = 600  # each ACME challenge may wait 90 s, and there are two names
+PASSWORD_LENGTH = 32
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+SITE_ADDED = "has been added"
+CERTIFICATE_INSTALLED = "Certificate installation was successful"
+DOMAIN_EXISTS = "domainName: This value already exists"
+SITE_USER_EXISTS = "siteUser: This value already exists"
+
+
+def site_user_for(domain):
+    """The CloudPanel site user of `domain`: readable, always the same for one domain, never shared by two.
+
+    CloudPanel wants ^[a-z][-a-z0-9_]+$ and 3 to 32 characters: up to 19 characters of the name, then 12 hex
+    digits of its SHA-256 (48 bits: a clash needs some ten million domains on one server).
+    """
+    readable = re.sub(r"[^a-z0-9]+", "-", domain.lower()).strip("-")[:19].rstrip("-")
+    if not readable or not readable[0].isalpha():
+        readable = ("s" + readable)[:19].rstrip("-")
+    digest = hashlib.sha256(domain.encode("utf-8")).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+def document_root(site_user, domain):
+    return f"/home/{site_user}/htdocs/{domain}"
+
+
+def new_password():
+    """A throwaway password CloudPanel requires; it goes only to clpctl and is masked everywhere else."""
+    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+    secret_values.add(password)
+    return password
+
+
+def clpctl_reason(output, exit_code=None):
+    """The part of clpctl's output that says what went wrong, on one line."""
+    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
+    lines = [line for line in lines if not set(line) <= set("-=[]! ")]  # Symfony's boxes around messages
+    if not lines:
+        return "it printed nothing" + (f" and exited with code {exit_code}" if exit_code is not None else "")
+    text = " ".join(lines)
+    return text if len(text) <= 300 else text[:297] + "…"
+
+
+class CloudPanelClient:
+    """What both transports share: look up, derive the site user, create, and read clpctl's answer."""
+
+    assumes_document_root = False  # True where the owner of an existing site cannot be read
+
+    def __init__(self, concurrency=1):
+        self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
+
+    def existing_site_user(self, domain):
+        """The site user of `domain` when CloudPanel can tell us, else None."""
+        return None
+
+    def create_static_site(self, domain):
+        """Make sure a static site for `domain` exists; return its document root."""
+        with self._slots:
+            site_user = self.existing_site_user(domain)
+            if site_user:
+                logger.info("CloudPanel site exists already (site user %s)", site_user)
+                return document_root(site_user, domain)
+            site_user = site_user_for(domain)
+            try:
+                self._add_static_site(domain, site_user, new_password())
+            except CloudPanelError as err:
+                if DOMAIN_EXISTS in str(err):
+                    return self._document_root_of_existing(domain, site_user)
+                if SITE_USER_EXISTS in str(err):
+                    raise CloudPanelError(
+                        f"site user {site_user} exists already but not for {domain}: remove the stale "
+                        f"Linux or CloudPanel user {site_user}, or the site that owns it") from err
+                raise
+            logger.info("CloudPanel site created (site user %s)", site_user)
+            return document_root(site_user, domain)
+
+    def _document_root_of_existing(self, domain, derived_user):
+        site_user = self.existing_site_user(domain)
+        if site_user:
+            logger.info("CloudPanel site exists already (site user %s)", site_user)
+            return document_root(site_user, domain)
+        logger.info("CloudPanel site exists already; its site user cannot be read here, so the document root "
+                    "of the derived site user %s is assumed", derived_user)
+        return document_root(derived_user, domain)
+
+    def provision_ssl(self, domain):
+        """Request and install a Let's Encrypt certificate (it covers the name and its www./apex twin)."""
+        with self._slots:
+            self._install_certificate(domain)
+        logger.info("Let's Encrypt certificate installed")
+
+    def check(self):
+        """Read-only: return a line saying the transport works, or raise CloudPanelError saying why not."""
+        raise NotImplementedError
+
+    def _add_static_site(self, domain, site_user, password):
+        raise NotImplementedError
+
+    def _install_certificate(self, domain):
+        raise NotImplementedError
+
+
+class ClpctlClient(CloudPanelClient):
+    """Runs clpctl on this server (as root: site and certificate commands exist only for root)."""
+
+    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1):
+        super().__init__(concurrency)
+        self.clpctl = clpctl
+        self.db_path = db_path
+
+    def existing_site_user(self, domain):
+        """Read CloudPanel's own database, read-only, the way CloudPanel's scripts do."""
+        if not self.db_path or not os.path.exists(self.db_path):
+            return None
+        try:
+            connection = sqlite3.connect(f"file:{quote(self.db_path)}?mode=ro", uri=True, timeout=10)
+            try:
+                row = connection.execute("SELECT user FROM site WHERE domain_name = ?", (domain,)).fetchone()
+            finally:
+                connection.close()
+        except sqlite3.Error as err:
+            raise CloudPanelError(
+                f"cannot read CloudPanel's database {self.db_path} ({err}); run as root, or fix CLOUDPANEL_DB_PATH"
+            ) from err
+        return row[0] if row and row[0] else None
+
+    def _add_static_site(self, domain, site_user, password):
+        self._run(["site:add:static", f"--domainName={domain}", f"--siteUser={site_user}",
+                   f"--siteUserPassword={password}"], SITE_COMMAND_TIMEOUT, SITE_ADDED, CloudPanelError)
+
+    def _install_certificate(self, domain):
+        self._run(["lets-encrypt:install:certificate", f"--domainName={domain}"],
+                  CERTIFICATE_COMMAND_TIMEOUT, CERTIFICATE_INSTALLED, CertificateError)
+
+    def check(self):
+        output = self._run(["--version"], 30, "", CloudPanelError)
+        if os.geteuid() != 0:
+            raise CloudPanelError(f"{clpctl_reason(output)} found, but this job runs as uid {os.geteuid()}, "
+                                  "and clpctl's site and certificate commands exist only for root")
+        return f"{clpctl_reason(output)}, run as root"
+
+    def _run(self, arguments, timeout, success_text, error):
+        """Run clpctl with an argument list (never a shell); success needs exit 0 and clpctl's success line."""
+        command = arguments[0]
+        try:
+            process = self._start([self.clpctl, *arguments])
+        except OSError as err:
+            if err.errno == errno.ENOEXEC:  # before v2.5.0 the wrapper's shebang line was broken
+                process = self._start(["/bin/bash", self.clpctl, *arguments])
+            elif err.errno == errno.ENOENT:
+                raise CloudPanelError(f"clpctl not found ({self.clpctl}): is this a CloudPanel server? "
+                                      "Set CLOUDPANEL_CLPCTL to its path") from err
+            else:
+                raise CloudPanelError(f"cannot run {self.clpctl}: {err.strerror}") from err
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as err:
+            _kill_group(process)
+            raise error(f"clpctl {command} did not finish within {timeout} s and was stopped") from err
+        if process.returncode != 0:
+            raise error(f"clpctl {command} failed: {clpctl_reason(output, process.returncode)}")
+        if success_text not in output:
+            raise error(f"clpctl {command} reported no success: {clpctl_reason(output)}")
+        return output
+
+    @staticmethod
+    def _start(command):
+        # A session of its own: on timeout the whole group goes, and the terminal's Ctrl-C does not cut a
+        # certificate request in half (main lets the step end).
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+
+
+def _kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
+class GatewayClient(CloudPanelClient):
+    """Talks to a clpctl HTTP gateway (cloudpanel-api); it cannot say who owns an existing site."""
+
+    assumes_document_root = True
+
+    def __init__(self, base_url, api_token, session, concurrency=1):
+        super().__init__(concurrency)
+        self.base_url = base_url
+        self.session = session
+        self.headers = {"X-API-Key": api_token}
+
+    def _add_static_site(self, domain, site_user, password):
+        self._post("/api/site/add/static", {"domainName": domain, "siteUser": site_user,
+                                            "siteUserPassword": password}, "add the static site", CloudPanelError)
+
+    def _install_certificate(self, domain):
+        # The gateway runs clpctl while we wait: give it the certificate's minutes, not HTTP_TIMEOUT.
+        self._post("/api/letsencrypt/install-certificate", {"domainName": domain}, "install the certificate",
+                   CertificateError, timeout=CERTIFICATE_COMMAND_TIMEOUT)
+
+    def check(self):
+        from hosting_automator.core.http import send
+
+        health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
+        if health.status_code != 200:
+            raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}")
+        response = send(self.session, "GET", self.base_url + "/api/user/list", headers=self.headers,
+                        error=CloudPanelError, what="gateway")
+        if response.status_code in (401, 403):
+            raise CloudPanelError(f"the gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code}); "
+                                  "set it to the gateway's API key")
+        if response.status_code != 200:
+            raise CloudPanelError(f"gateway answered HTTP {response.status_code} to a read-only request")
+        return f"gateway {self.base_url} reachable, key accepted"
+
+    def _post(self, path, payload, what, error, timeout=None):
+        from hosting_automator.core.http import body_excerpt, send
+
+        kwargs = {"timeout": timeout} if timeout else {}
+        response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
+                        error=error, what=f"gateway: {what}", **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise error(f"gateway: {what}: HTTP {response.status_code} with a body that is not JSON: "
+                        f"{body_excerpt(response)}")
+        if response.status_code in (401, 403):
+            raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
+        if response.status_code == 200 and body.get("success") is True:
+            return body
+        details = body.get("details")
+        if isinstance(details, list):
+            details = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in details)
+        reason = clpctl_reason(details) if details else body.get("error") or "no reason given"
+        raise error(f"gateway: {what}: HTTP {response.status_code}: {reason}")

@@ -1,0 +1,38 @@
+"""The certificate this server already serves for a name: Let's Encrypt allows five per name set a week,
+so a valid one is never requested again."""
+
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+MIN_DAYS_LEFT = 14
+
+
+@dataclass(frozen=True)
+class ServedCertificate:
+    valid: bool
+    reason: str
+    days_left: float | None = None
+
+
+def served_certificate(domain, host, port, timeout, now=None):
+    """Connect to host:port with `domain` as SNI; valid when it verifies against the system trust store for that
+    name and stays valid for MIN_DAYS_LEFT days more."""
+    context = ssl.create_default_context()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=domain) as tls:
+                certificate = tls.getpeercert()
+    except ssl.SSLCertVerificationError as err:
+        return ServedCertificate(False, f"the certificate served does not verify ({err.verify_message})")
+    except (ssl.SSLError, OSError) as err:
+        return ServedCertificate(False, f"no certificate could be read from {host}:{port} ({err})")
+    expires = ssl.cert_time_to_seconds(certificate["notAfter"])
+    days_left = (expires - (time.time() if now is None else now)) / 86400
+    if days_left < MIN_DAYS_LEFT:
+        return ServedCertificate(False, f"the certificate served expires in {days_left:.0f} days", days_left)
+    return ServedCertificate(True, f"a valid certificate is served already ({days_left:.0f} days left)", days_left)

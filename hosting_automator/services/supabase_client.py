@@ -1,0 +1,153 @@
+"""The `sites` table in Supabase, through supabase-py's PostgREST client: read the pending sites page by page,
+write each outcome with a conditional update."""
+
+import logging
+import threading
+
+from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.errors import SupabaseError, SupabaseSetupError
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # hosted Supabase answers at most 1,000 rows at once
+SELECTED_COLUMNS = "id,domain,status_hosting"
+OUTCOME_COLUMNS = ("status_hosting", "doc_root", "matomo_id", "error_message")
+ALL_COLUMNS = ("id", "domain", "status_dns") + OUTCOME_COLUMNS
+ERROR_MESSAGE_MAX = 500
+TRANSIENT_STATUSES = {429, 502, 503, 504, 520}
+# PostgREST's own "cannot reach the database right now" codes
+TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
+
+
+class SupabaseClient:
+    """One HTTP/1.1 connection pool for the whole run (HTTP/2 connections are known to drop: supabase-py#1064)."""
+
+    def __init__(self, url, service_key, table, timeout, retry, pool_size=1):
+        import httpx
+        from postgrest import SyncPostgrestClient
+
+        self.table_name = table
+        self.timeout = timeout
+        self.retry = retry
+        self._last = threading.local()  # status of this thread's last answer: APIError does not carry it
+        self._http = httpx.Client(
+            http2=False,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max(pool_size, 1) + 1),
+            event_hooks={"response": [self._remember_status]},
+        )
+        self._rest = SyncPostgrestClient(
+            f"{url}/rest/v1",
+            headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"},
+            http_client=self._http,
+            retry_enabled=False,  # retries happen in one place: RetryPolicy
+        )
+
+    def close(self):
+        self._http.close()
+
+    def _remember_status(self, response):
+        self._last.status = response.status_code
+        self._last.retry_after = response.headers.get("Retry-After")
+
+    def fetch_pending_hosting_sites(self, statuses=("pending",), page_size=PAGE_SIZE):
+        """Yield the rows ready for hosting, in id order, one page in memory at a time.
+
+        Keyset pagination (id > last id): rows leave the pending set while we work, so offsets would skip rows.
+        """
+        last_id = None
+        while True:
+            page = self.retry.call(lambda: self._fetch_page(statuses, last_id, page_size), "read the pending sites")
+            yield from page
+            if len(page) < page_size:
+                return
+            last_id = page[-1]["id"]
+
+    def _fetch_page(self, statuses, last_id, page_size):
+        query = self._rest.table(self.table_name).select(SELECTED_COLUMNS).eq("status_dns", "active")
+        query = query.eq("status_hosting", statuses[0]) if len(statuses) == 1 else query.in_("status_hosting", statuses)
+        if last_id is not None:
+            query = query.gt("id", last_id)
+        rows = self._execute(query.order("id").limit(page_size), "read the pending sites")
+        if not isinstance(rows, list) or not all(isinstance(row, dict) and "id" in row for row in rows):
+            raise SupabaseError(f"read the pending sites: Supabase answered rows without an id: {str(rows)[:120]}")
+        return rows
+
+    def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
+                                   read_status="pending"):
+        """Write a site's outcome if its row still has the status it was read with; True when it was written.
+
+        False means someone changed the row meanwhile. A retried write that finds the row already as we meant
+        to leave it counts as written: the earlier attempt landed but its answer was lost.
+        """
+        if error_message is not None:
+            error_message = secret_values.mask(error_message)[:ERROR_MESSAGE_MAX]
+        values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
+                  "error_message": error_message}
+        attempts = []
+
+        def attempt():
+            attempts.append(1)
+            query = (self._rest.table(self.table_name).update(values)
+                     .eq("id", site_id).eq("status_hosting", read_status))
+            rows = self._execute(query, f"record the outcome of site {site_id}")
+            if rows:
+                return True
+            return len(attempts) > 1 and self._row_has(site_id, values)
+
+        return self.retry.call(attempt, f"record the outcome of site {site_id}")
+
+    def _row_has(self, site_id, values):
+        query = self._rest.table(self.table_name).select(",".join(OUTCOME_COLUMNS)).eq("id", site_id)
+        rows = self._execute(query, f"re-read site {site_id}")
+        return bool(rows) and all(rows[0].get(key) == value for key, value in values.items())
+
+    def check_table(self):
+        """Read nothing but the column names: raises SupabaseSetupError naming the fix when any is missing."""
+        query = self._rest.table(self.table_name).select(",".join(ALL_COLUMNS)).limit(1)
+        self.retry.call(lambda: self._execute(query, "read the table"), "read the table")
+
+    def _execute(self, query, what):
+        from httpx import HTTPError, TimeoutException
+        from postgrest.exceptions import APIError
+
+        self._last.status, self._last.retry_after = None, None
+        try:
+            return query.execute().data
+        except APIError as err:
+            raise self._translate(err, what) from err
+        except TimeoutException as err:
+            raise SupabaseError(f"{what}: no answer from Supabase within {self.timeout:g} s", transient=True) from err
+        except HTTPError as err:
+            reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+            raise SupabaseError(f"{what}: cannot reach Supabase ({reason})", transient=True) from err
+        except ValueError as err:  # a 2xx answer that is not JSON
+            raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
+
+    def _translate(self, err, what):
+        status = getattr(self._last, "status", None)
+        code = str(err.code or "")
+        message = " ".join(str(err.message or "").split())[:200]
+        shown = f"HTTP {status}" if status else "error"
+        if code:
+            shown += f" {code}"
+        if message:
+            shown += f": {message}"
+        if status in (401, 403) or code in ("PGRST301", "PGRST302", "42501"):
+            return SupabaseSetupError(
+                f"{what}: Supabase refused the key ({shown}); set SUPABASE_SERVICE_KEY to the project's "
+                "service_role or sb_secret_ key (Project Settings → API)")
+        if code in ("PGRST205", "42P01") or status == 404:
+            return SupabaseSetupError(
+                f"{what}: table '{self.table_name}' not found ({shown}); check SITES_TABLE, or create the table")
+        if code in ("42703", "PGRST204"):
+            return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
+        if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
+            from hosting_automator.core.http import retry_after_seconds
+
+            return SupabaseError(f"{what}: {shown}", transient=True,
+                                 retry_after=retry_after_seconds(getattr(self._last, "retry_after", None)))
+        if code == "23514":
+            return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
+        return SupabaseError(f"{what}: {shown}")
