@@ -1,0 +1,41 @@
+"""Shared fixtures: no test leaks secrets, logging handlers or settings into the next."""
+
+import logging
+
+import pytest
+
+from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.core.retry import RetryPolicy
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    secret_values.clear()
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN", "CLOUDPANEL_API_URL",
+                 "CLOUDPANEL_API_TOKEN", "HEALTHCHECK_URL", "LOG_FILE", "LOCK_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    secret_values.clear()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not isinstance(handler, type(logging.lastResort)) and "pytest" not in type(handler).__module__:
+            root.removeHandler(handler)
+            handler.close()
+
+
+class RecordedSleeps(list):
+    """An injected sleep: remembers every wait, never waits."""
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps():
+    return RecordedSleeps()
+
+
+@pytest.fixture
+def retry(sleeps):
+    """The real retry policy with the sleep injected and the jitter fixed at its midpoint."""
+    return RetryPolicy(sleep=sleeps, jitter=lambda: 0.5)

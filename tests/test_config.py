@@ -1,0 +1,128 @@
+"""Settings: every problem named at once, .env read with the real environment winning."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hosting_automator.core.config import env_file_readable_by_others, load_settings, matomo_api_endpoint
+from hosting_automator.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRED = {
+    "SUPABASE_URL": "https://project.supabase.co",
+    "SUPABASE_SERVICE_KEY": "service-key-value",
+    "MATOMO_API_URL": "https://stats.example.org",
+    "MATOMO_API_TOKEN": "matomo-token-value",
+}
+
+
+def problems_of(environ, env_file=None):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env_file=env_file, environ=environ)
+    return caught.value.problems
+
+
+def test_load_settings_nothing_set_names_every_missing_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert problems_of({}) == [
+        "SUPABASE_URL is not set",
+        "SUPABASE_SERVICE_KEY is not set",
+        "MATOMO_API_URL is not set",
+        "MATOMO_API_TOKEN is not set",
+    ]
+
+
+def test_load_settings_malformed_values_are_all_reported_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    environ = dict(REQUIRED, SUPABASE_URL="project.supabase.co", HTTP_TIMEOUT="soon", WORKERS="0",
+                   MAX_SITES_PER_RUN="-1", CLOUDPANEL_HTTPS_ADDRESS="localhost", SITES_TABLE="sites; drop",
+                   MATOMO_SITE_CURRENCY="euro")
+    problems = problems_of(environ)
+    assert len(problems) == 7
+    assert "SUPABASE_URL must be an http:// or https:// URL, got 'project.supabase.co'" in problems
+    assert "HTTP_TIMEOUT must be a positive number of seconds (e.g. 30 or 0.5), got 'soon'" in problems
+    assert "WORKERS must be a whole number of at least 1, got '0'" in problems
+    assert "MAX_SITES_PER_RUN must be a whole number of at least 0, got '-1'" in problems
+
+
+@pytest.mark.parametrize("present", ["CLOUDPANEL_API_URL", "CLOUDPANEL_API_TOKEN"])
+def test_load_settings_gateway_url_and_token_go_together(present, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    value = "https://panel.example:3000" if present == "CLOUDPANEL_API_URL" else "gateway-token"
+    problems = problems_of(dict(REQUIRED, **{present: value}))
+    assert problems == ["CLOUDPANEL_API_URL and CLOUDPANEL_API_TOKEN must be set together "
+                        "(both to use a clpctl HTTP gateway, neither to run clpctl on this server)"]
+
+
+def test_load_settings_defaults_and_fractional_timeout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=dict(REQUIRED, HTTP_TIMEOUT="0.5"))
+    assert settings.http_timeout == 0.5
+    assert settings.matomo_api_url == "https://stats.example.org/index.php"
+    assert settings.sites_table == "sites"
+    assert settings.log_file == "hosting_automator.log"
+    assert settings.cloudpanel_db_path == "/home/clp/htdocs/app/data/db.sq3"
+    assert (settings.cloudpanel_https_host, settings.cloudpanel_https_port) == ("127.0.0.1", 443)
+    assert settings.max_sites_per_run == 20
+    assert (settings.workers, settings.cloudpanel_concurrency) == (1, 1)
+    assert not settings.uses_gateway
+    assert settings.lock_file.endswith(".lock")
+
+
+def test_load_settings_environment_wins_over_env_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "SUPABASE_URL=https://from-file.supabase.co\nSUPABASE_SERVICE_KEY=file-key\n"
+        "MATOMO_API_URL=https://stats.example.org/index.php\nMATOMO_API_TOKEN=file-token\nWORKERS=3\n"
+    )
+    settings = load_settings(environ={"SUPABASE_SERVICE_KEY": "env-key", "WORKERS": ""})
+    assert settings.supabase_url == "https://from-file.supabase.co"
+    assert settings.supabase_service_key == "env-key"
+    assert settings.workers == 3  # an empty variable does not hide the file's value
+    assert settings.env_file == ".env"
+
+
+def test_load_settings_env_file_option_reads_that_file_and_not_dot_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SUPABASE_URL=https://wrong.example\n")
+    other = tmp_path / "prod.env"
+    other.write_text("\n".join(f"{key}={value}" for key, value in REQUIRED.items()))
+    assert load_settings(env_file=str(other), environ={}).supabase_url == "https://project.supabase.co"
+    assert problems_of({}, env_file=str(tmp_path / "missing.env"))[0] == f"--env-file {tmp_path / 'missing.env'}: no such file"
+
+
+def test_settings_repr_hides_secrets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=dict(REQUIRED, CLOUDPANEL_API_URL="https://p.example", CLOUDPANEL_API_TOKEN="gw-tok"))
+    shown = repr(settings)
+    assert "service-key-value" not in shown and "matomo-token-value" not in shown and "gw-tok" not in shown
+    assert settings.secrets == ["service-key-value", "matomo-token-value", "gw-tok"]
+
+
+def test_matomo_api_endpoint_accepts_base_or_index_php():
+    assert matomo_api_endpoint("https://m.example/") == "https://m.example/index.php"
+    assert matomo_api_endpoint("https://m.example/matomo/index.php") == "https://m.example/matomo/index.php"
+
+
+def test_env_file_readable_by_others_looks_at_group_and_other_bits(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("X=1")
+    env.chmod(0o600)
+    assert not env_file_readable_by_others(env)
+    env.chmod(0o644)
+    assert env_file_readable_by_others(env)
+
+
+def test_command_without_settings_prints_every_missing_one_and_exits_2(tmp_path):
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main"], cwd=tmp_path, env=dict(
+        environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    for name in REQUIRED:
+        assert f"{name} is not set" in result.stderr
+    assert result.stderr.count("hosting-automator:") == 1

@@ -1,0 +1,108 @@
+"""Logging through the real handlers: the line format, the site prefix, and secrets masked everywhere."""
+
+import io
+import logging.handlers
+import logging
+import threading
+
+from hosting_automator.core.logging_setup import (
+    LOG_FILE_BACKUPS,
+    LOG_FILE_MAX_BYTES,
+    configure_logging,
+    secret_values,
+    site_context,
+)
+
+LINE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} "
+
+
+def configured(tmp_path, level=logging.INFO):
+    console = io.StringIO()
+    log_file = tmp_path / "run.log"
+    recent = configure_logging(str(log_file), level, console_stream=console)
+    return console, log_file, recent
+
+
+def test_lines_carry_time_level_and_the_site_inside_its_work(tmp_path):
+    console, log_file, _ = configured(tmp_path)
+    logger = logging.getLogger("hosting_automator.test")
+    logger.info("run begins")
+    with site_context("example.com"):
+        logger.warning("inside")
+    lines = log_file.read_text().splitlines()
+    assert lines[0].split(" ", 2)[2] == "INFO run begins"
+    assert lines[1].split(" ", 2)[2] == "WARNING [example.com] inside"
+    assert console.getvalue().splitlines() == lines
+
+
+def test_site_prefix_belongs_to_its_own_thread(tmp_path):
+    _, log_file, _ = configured(tmp_path)
+    logger = logging.getLogger("hosting_automator.test")
+    barrier = threading.Barrier(2)
+
+    def work(domain):
+        with site_context(domain):
+            barrier.wait()
+            logger.info("step of %s", domain)
+            barrier.wait()
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in ("a.example", "b.example")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = [line.split(" ", 3)[3] for line in log_file.read_text().splitlines()]
+    assert sorted(lines) == ["[a.example] step of a.example", "[b.example] step of b.example"]
+
+
+def test_every_secret_is_masked_in_console_file_and_recent_lines(tmp_path):
+    console, log_file, recent = configured(tmp_path)
+    for secret in ("sb_secret_KEY123456", "matomo-TOKEN-987", "pass word/+&="):
+        secret_values.add(secret)
+    logger = logging.getLogger("hosting_automator.test")
+    logger.error("key %s token %s", "sb_secret_KEY123456", "matomo-TOKEN-987")
+    logger.error("in a URL: token_auth=pass+word%2F%2B%26%3D and raw pass word/+&=")
+    try:
+        raise RuntimeError("failed with sb_secret_KEY123456")
+    except RuntimeError:
+        logger.exception("traceback follows")
+    for text in (console.getvalue(), log_file.read_text(), "\n".join(recent.lines)):
+        assert "sb_secret_KEY123456" not in text
+        assert "matomo-TOKEN-987" not in text
+        assert "pass word/+&=" not in text and "pass+word%2F%2B%26%3D" not in text
+        assert text.count("***") >= 5
+    assert "RuntimeError: failed with ***" in log_file.read_text()
+
+
+def test_library_warnings_go_through_the_masking_handlers(tmp_path):
+    console, log_file, _ = configured(tmp_path)
+    secret_values.add("library-secret-1")
+    logging.getLogger("urllib3.connectionpool").warning("Retrying with library-secret-1")
+    logging.getLogger("httpx").info("HTTP Request: GET https://x/rest/v1/sites")
+    text = log_file.read_text()
+    assert "WARNING Retrying with ***" in text
+    assert "HTTP Request" not in text  # request-by-request chatter stays out of the log
+
+
+def test_quiet_console_still_gets_errors_and_the_file_gets_info(tmp_path):
+    console, log_file, _ = configured(tmp_path, level=logging.ERROR)
+    logger = logging.getLogger("hosting_automator.test")
+    logger.info("all is well")
+    logger.error("trouble")
+    assert "all is well" not in console.getvalue()
+    assert "ERROR trouble" in console.getvalue()
+    assert "INFO all is well" in log_file.read_text()
+
+
+def test_log_file_is_bounded(tmp_path):
+    configured(tmp_path)
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+    assert handler.maxBytes == LOG_FILE_MAX_BYTES == 5 * 1024 * 1024
+    assert handler.backupCount == LOG_FILE_BACKUPS
+    handler.maxBytes = 2000
+    logger = logging.getLogger("hosting_automator.test")
+    for index in range(200):
+        logger.info("line %03d %s", index, "x" * 40)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["run.log"] + [f"run.log.{n}" for n in range(1, LOG_FILE_BACKUPS + 1)]
+    assert all(p.stat().st_size <= 2100 for p in tmp_path.iterdir())
