@@ -88,7 +88,7 @@ class Pipeline:
                 while not in_flight.acquire(timeout=0.2):
                     pass
         finished.sort(key=lambda item: item[0])
-        return [outcome for _, outcome in finished]
+        return [outcome for _, outcome in finished if outcome is not None]
 
     def _take_slot(self, in_flight):
         """Wait for a free worker; False when the run is stopping and no new site may start."""
@@ -120,6 +120,8 @@ class Pipeline:
             yield row
 
     def _process_row(self, row):
+        if self.stop_event.is_set() or self.aborted is not None:
+            return None  # queued but not started: it stays as it is for the next run
         try:
             if self.options.dry_run:
                 return self.plan_site(row)

@@ -1,0 +1,296 @@
+"""DESIGN.md section 3, row by row, with in-memory services: what each step's outcome does to the row."""
+
+import logging
+import threading
+
+import pytest
+
+from hosting_automator.errors import (
+    CertificateError,
+    CloudPanelError,
+    MatomoError,
+    SupabaseError,
+    SupabaseSetupError,
+)
+from hosting_automator.pipeline import Pipeline, RunOptions
+from hosting_automator.services.served_certificate import ServedCertificate
+
+
+class MemorySupabase:
+    def __init__(self, rows):
+        self.rows = {row["id"]: dict(row) for row in rows}
+        self.updates = []
+        self.fail_update = None
+        self.fail_fetch_after = None
+        self.fetched_statuses = None
+
+    def fetch_pending_hosting_sites(self, statuses=("pending",)):
+        self.fetched_statuses = statuses
+        for count, row_id in enumerate(sorted(self.rows)):
+            if self.fail_fetch_after is not None and count >= self.fail_fetch_after:
+                raise self.fail_fetch_after_error
+            row = self.rows[row_id]
+            if row["status_dns"] == "active" and row["status_hosting"] in statuses:
+                yield {"id": row["id"], "domain": row["domain"], "status_hosting": row["status_hosting"]}
+
+    def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
+                                   read_status="pending"):
+        self.updates.append(site_id)
+        if self.fail_update:
+            raise self.fail_update
+        row = self.rows[site_id]
+        if row["status_hosting"] != read_status:
+            return False
+        row.update(status_hosting=status, doc_root=doc_root, matomo_id=matomo_id, error_message=error_message)
+        return True
+
+
+class MemoryCloudPanel:
+    def __init__(self):
+        self.sites = {}
+        self.certificates = []
+        self.fail_site = {}
+        self.fail_certificate = {}
+
+    def existing_site_user(self, domain):
+        return self.sites.get(domain)
+
+    def create_static_site(self, domain):
+        if domain in self.fail_site:
+            raise CloudPanelError(self.fail_site[domain])
+        self.sites.setdefault(domain, "user-" + domain.split(".")[0])
+        return f"/home/{self.sites[domain]}/htdocs/{domain}"
+
+    def provision_ssl(self, domain):
+        if domain in self.fail_certificate:
+            raise CertificateError(self.fail_certificate[domain])
+        self.certificates.append(domain)
+
+
+class MemoryMatomo:
+    def __init__(self):
+        self.sites = {}
+        self.fail = {}
+
+    def find_site(self, domain):
+        return self.sites.get(domain)
+
+    def create_tracking_site(self, domain):
+        if domain in self.fail:
+            raise MatomoError(self.fail[domain])
+        return self.sites.setdefault(domain, len(self.sites) + 1)
+
+
+class MemoryServices:
+    def __init__(self, rows, retry):
+        self.supabase = MemorySupabase(rows)
+        self.cloudpanel = MemoryCloudPanel()
+        self.matomo = MemoryMatomo()
+        self.retry = retry
+        self.served = set()
+
+    def served_certificate(self, domain):
+        served = domain in self.served or domain in self.cloudpanel.certificates
+        return ServedCertificate(served, "served" if served else "none served")
+
+
+def row(site_id, domain, status_dns="active", status_hosting="pending"):
+    return {"id": site_id, "domain": domain, "status_dns": status_dns, "status_hosting": status_hosting,
+            "doc_root": None, "matomo_id": None, "error_message": None}
+
+
+@pytest.fixture(autouse=True)
+def _info_logged(caplog):
+    caplog.set_level(logging.INFO)
+
+
+@pytest.fixture
+def services(retry):
+    return MemoryServices([row(1, "good.example")], retry)
+
+
+def run(services, **options):
+    pipeline = Pipeline(services, RunOptions(**options))
+    return pipeline, pipeline.run()
+
+
+def test_every_step_succeeds_row_becomes_active_with_doc_root_and_matomo_id(services):
+    _, outcomes = run(services)
+    assert services.supabase.rows[1] | {} == row(1, "good.example") | {
+        "status_hosting": "active", "doc_root": "/home/user-good/htdocs/good.example", "matomo_id": 1}
+    assert [o.outcome for o in outcomes] == ["active"]
+    assert services.cloudpanel.certificates == ["good.example"]
+
+
+def test_invalid_domain_fails_the_row_and_calls_no_service(retry):
+    services = MemoryServices([row(1, "example.com; rm -rf /")], retry)
+    _, outcomes = run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "failed"
+    assert services.supabase.rows[1]["error_message"] == (
+        "invalid domain: domain contains characters not allowed in a host name (;): 'example.com; rm -rf /'")
+    assert services.cloudpanel.sites == {} and services.matomo.sites == {}
+    assert outcomes[0].is_failure
+
+
+def test_cloudpanel_failure_fails_the_row_with_its_reason_and_goes_on(retry, caplog):
+    services = MemoryServices([row(1, "bad.example"), row(2, "good.example")], retry)
+    services.cloudpanel.fail_site["bad.example"] = "clpctl site:add:static failed: domainName: This value is not valid."
+    run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "failed"
+    assert services.supabase.rows[1]["error_message"] == (
+        "CloudPanel: clpctl site:add:static failed: domainName: This value is not valid.")
+    assert services.supabase.rows[1]["doc_root"] is None
+    assert services.supabase.rows[2]["status_hosting"] == "active"
+    assert [r.levelname for r in caplog.records if "CloudPanel:" in r.getMessage()] == ["ERROR"]
+
+
+def test_certificate_failure_fails_the_row_keeps_doc_root_and_logs_critical(services, caplog):
+    services.cloudpanel.fail_certificate["good.example"] = "clpctl failed: good.example: Domain could not be validated"
+    run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "failed"
+    assert services.supabase.rows[1]["doc_root"] == "/home/user-good/htdocs/good.example"
+    assert services.supabase.rows[1]["error_message"] == "SSL: clpctl failed: good.example: Domain could not be validated"
+    assert services.matomo.sites == {}
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("SSL: clpctl")] == ["CRITICAL"]
+
+
+def test_valid_served_certificate_is_not_requested_again(services, caplog):
+    services.served.add("good.example")
+    run(services)
+    assert services.cloudpanel.certificates == []
+    assert services.supabase.rows[1]["status_hosting"] == "active"
+    assert "SSL: served; not requesting another" in caplog.text
+
+
+def test_matomo_failure_is_a_warning_and_the_site_still_goes_live(services, caplog):
+    services.matomo.fail["good.example"] = "SitesManager.addSite: HTTP 500"
+    _, outcomes = run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "active"
+    assert services.supabase.rows[1]["matomo_id"] is None
+    assert services.supabase.rows[1]["error_message"] is None
+    assert outcomes[0].warning == "Matomo: SitesManager.addSite: HTTP 500"
+    assert not outcomes[0].is_failure
+    assert [r.levelname for r in caplog.records if "goes live without tracking" in r.getMessage()] == ["WARNING"]
+
+
+def test_final_write_failing_leaves_the_row_as_read_and_counts_as_failure(services, caplog):
+    services.supabase.fail_update = SupabaseError("record the outcome of site 1: HTTP 500")
+    _, outcomes = run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "pending"
+    assert outcomes[0].outcome == "not recorded" and outcomes[0].is_failure
+    assert "the row stays pending and the next run converges" in caplog.text
+
+
+def test_row_changed_meanwhile_is_left_alone_with_a_warning(services, caplog):
+    original = services.cloudpanel.create_static_site
+
+    def someone_else_takes_it(domain):
+        services.supabase.rows[1]["status_hosting"] = "active"
+        return original(domain)
+
+    services.cloudpanel.create_static_site = someone_else_takes_it
+    _, outcomes = run(services)
+    assert services.supabase.rows[1]["doc_root"] is None
+    assert outcomes[0].outcome == "changed meanwhile" and not outcomes[0].is_failure
+    assert "Row 1 was changed by someone else during the run; left untouched" in caplog.text
+
+
+def test_reading_the_pending_sites_failing_aborts_the_run(services):
+    services.supabase.fail_fetch_after = 0
+    services.supabase.fail_fetch_after_error = SupabaseError("read the pending sites: cannot reach Supabase")
+    pipeline, outcomes = run(services)
+    assert outcomes == []
+    assert pipeline.aborted == "cannot read the pending sites: read the pending sites: cannot reach Supabase"
+
+
+def test_setup_error_while_writing_aborts_the_run_before_the_next_site(retry):
+    services = MemoryServices([row(1, "a.example"), row(2, "b.example"), row(3, "c.example")], retry)
+    services.supabase.fail_update = SupabaseSetupError("a column is missing")
+    pipeline, outcomes = run(services)
+    assert pipeline.aborted == "a column is missing"
+    assert services.supabase.updates == [1]
+    assert "b.example" not in services.cloudpanel.sites
+
+
+def test_ineligible_rows_are_not_touched(retry):
+    services = MemoryServices([row(1, "dns.example", status_dns="pending"), row(2, "done.example", status_hosting="active"),
+                               row(3, "failed.example", status_hosting="failed"), row(4, "new.example")], retry)
+    run(services)
+    assert services.supabase.updates == [4]
+
+
+def test_retry_failed_takes_failed_rows_and_writes_conditionally_on_failed(retry):
+    services = MemoryServices([row(3, "failed.example", status_hosting="failed")], retry)
+    run(services, retry_failed=True)
+    assert services.supabase.fetched_statuses == ("pending", "failed")
+    assert services.supabase.rows[3]["status_hosting"] == "active"
+
+
+def test_domain_option_selects_by_normalised_name(retry):
+    services = MemoryServices([row(1, "a.example"), row(2, "B.Example."), row(3, "c.example")], retry)
+    _, outcomes = run(services, domains=("b.example", "C.EXAMPLE"))
+    assert [o.domain for o in outcomes] == ["b.example", "c.example"]
+    assert services.supabase.rows[1]["status_hosting"] == "pending"
+
+
+def test_limit_caps_the_sites_taken(retry):
+    services = MemoryServices([row(n, f"s{n}.example") for n in range(1, 6)], retry)
+    _, outcomes = run(services, limit=2)
+    assert [o.site_id for o in outcomes] == [1, 2]
+    assert [services.supabase.rows[n]["status_hosting"] for n in range(1, 6)] == ["active"] * 2 + ["pending"] * 3
+
+
+def test_dry_run_writes_nothing_and_says_what_it_would_do(retry, caplog):
+    services = MemoryServices([row(1, "new.example"), row(2, "old.example")], retry)
+    services.cloudpanel.sites["old.example"] = "olduser"
+    services.served.add("old.example")
+    services.matomo.sites["old.example"] = 9
+    _, outcomes = run(services, dry_run=True)
+    assert services.supabase.updates == [] and services.cloudpanel.certificates == []
+    assert services.cloudpanel.sites == {"old.example": "olduser"} and services.matomo.sites == {"old.example": 9}
+    assert outcomes[0].doc_root.startswith("/home/new-example-") and outcomes[0].doc_root.endswith("/htdocs/new.example")
+    assert outcomes[0].warning == ("would create CloudPanel site user " + outcomes[0].doc_root.split("/")[2]
+                                   + "; would request a certificate; would create a Matomo site")
+    assert outcomes[1].warning == ("CloudPanel site exists (site user olduser); certificate served already, "
+                                   "no request; Matomo site 9 exists")
+    assert "(dry run: nothing changed)" in caplog.text
+
+
+def test_stop_requested_mid_site_abandons_it_without_writing(retry):
+    services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
+    stop = threading.Event()
+    original = services.cloudpanel.create_static_site
+
+    def signal_arrives(domain):
+        stop.set()
+        return original(domain)
+
+    services.cloudpanel.create_static_site = signal_arrives
+    outcomes = Pipeline(services, RunOptions(), stop).run()
+    assert [o.outcome for o in outcomes] == ["interrupted"]
+    assert services.supabase.updates == []
+    assert "b.example" not in services.cloudpanel.sites
+
+
+def test_unexpected_error_in_one_site_does_not_stop_the_others(retry, caplog):
+    services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
+    original = services.cloudpanel.create_static_site
+    services.cloudpanel.create_static_site = lambda d: 1 / 0 if d == "a.example" else original(d)
+    _, outcomes = run(services)
+    assert outcomes[0].outcome == "not recorded" and outcomes[0].error == "internal error: ZeroDivisionError: division by zero"
+    assert services.supabase.rows[2]["status_hosting"] == "active"
+
+
+def test_workers_give_the_same_outcomes_as_one_worker(retry):
+    rows = [row(n, f"s{n}.example") for n in range(1, 41)] + [row(41, "bad..example")]
+    one = MemoryServices(rows, retry)
+    many = MemoryServices(rows, retry)
+    for services in (one, many):
+        services.cloudpanel.fail_site["s7.example"] = "boom"
+        services.matomo.fail["s9.example"] = "down"
+    _, first = run(one)
+    _, second = run(many, workers=8)
+    assert [(o.site_id, o.outcome, o.matomo_id is None) for o in first] == [
+        (o.site_id, o.outcome, o.matomo_id is None) for o in second]
+    assert {k: (v["status_hosting"], v["doc_root"], v["error_message"]) for k, v in one.supabase.rows.items()} == {
+        k: (v["status_hosting"], v["doc_root"], v["error_message"]) for k, v in many.supabase.rows.items()}
