@@ -39,3 +39,23 @@ def sleeps():
 def retry(sleeps):
     """The real retry policy with the sleep injected and the jitter fixed at its midpoint."""
     return RetryPolicy(sleep=sleeps, jitter=lambda: 0.5)
+
+
+@pytest.fixture
+def standins(tmp_path):
+    """Every service stood in for on 127.0.0.1, clpctl included (a fake executable with a SQLite state)."""
+    from tests.standins import start_all
+
+    started = start_all(tmp_path / "standins")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def gateway_standins(tmp_path):
+    """The same, with a clpctl HTTP gateway instead of local clpctl."""
+    from tests.standins import start_all
+
+    started = start_all(tmp_path / "standins", gateway=True)
+    yield started
+    started.stop()

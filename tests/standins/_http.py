@@ -1,0 +1,237 @@
+"""Shared HTTP machinery of the stand-ins: threaded HTTP/1.1 keep-alive server on 127.0.0.1, request log,
+fault injection, configurable latency, start/stop/context manager."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from .faults import Fault
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "after_drop")
+
+    def __init__(self, status, body=b"", headers=None, after_drop=False):
+        self.status = int(status)
+        self.body = body if isinstance(body, bytes) else str(body).encode("utf-8")
+        self.headers = dict(headers or {})
+        self.after_drop = after_drop  # a stand-in may ask to close the socket instead of answering
+
+
+def json_response(status, obj, headers=None):
+    h = {"Content-Type": "application/json; charset=utf-8"}
+    if headers:
+        h.update(headers)
+    return Response(status, json.dumps(obj).encode("utf-8"), h)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, addr, handler, owner):
+        self.owner = owner
+        self.open_sockets = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(addr, handler)
+
+    def process_request(self, request, client_address):
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # Clients closing keep-alive connections (or a stop()) are normal here; stay quiet about them.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "standin"
+    sys_version = ""
+
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+    def _read_body(self):
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self):
+        raw = self._read_body()
+        parts = urlsplit(self.path)
+        request = {
+            "method": self.command,
+            "path": parts.path,
+            "query": parse_qs(parts.query, keep_blank_values=True),
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": raw.decode("utf-8", "replace"),
+        }
+        self.server.owner._serve(self, request)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+
+    def write_response(self, response):
+        reason = self.responses.get(response.status, ("",))[0]
+        lines = [f"HTTP/1.1 {response.status} {reason}"]
+        headers = dict(response.headers)
+        headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        headers["Content-Length"] = str(len(response.body))
+        if self.close_connection:
+            headers["Connection"] = "close"
+        for k, v in headers.items():
+            lines.append(f"{k}: {v}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head if self.command == "HEAD" else head + response.body)
+
+    def drop(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class HTTPStandin:
+    """Base class: subclasses implement `handle(request) -> Response`."""
+
+    name = "standin"
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.requests_log = []
+        self.record_requests = True  # the benchmark may turn this off to save memory
+        self.fault = None
+        self.latency = 0.0
+        self.injected_latency_seconds = 0.0
+        self.request_count = 0
+        self._server = None
+        self._thread = None
+        self._port = 0
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+    def start(self):
+        if self._server is not None:
+            return self
+        self._server = _Server(("127.0.0.1", self._port), _Handler, self)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            name=f"{self.name}-{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop listening and cut every open connection (keep-alive ones included). start() again reuses the port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with server.sockets_lock:
+            socks = list(server.open_sockets)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        return self._port
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self._port}"
+
+    def clear_log(self):
+        with self.lock:
+            self.requests_log.clear()
+
+    # -- request flow -------------------------------------------------------------------------------------------
+    def _sleep(self, seconds):
+        if seconds and seconds > 0:
+            time.sleep(seconds)
+            with self.lock:
+                self.injected_latency_seconds += seconds
+
+    def _serve(self, handler, request):
+        with self.lock:
+            self.request_count += 1
+            if self.record_requests:
+                self.requests_log.append(request)
+        self._sleep(self.latency)
+        fault = None
+        hook = self.fault
+        if hook is not None:
+            fault = hook(request)
+        if isinstance(fault, Fault):
+            if fault.kind == "drop":
+                handler.drop()
+                return
+            if fault.kind == "status":
+                body, ctype = fault.body_bytes()
+                headers = {"Content-Type": ctype}
+                headers.update(fault.headers)
+                handler.write_response(Response(fault.status_code, body, headers))
+                return
+            if fault.kind == "delay":
+                self._sleep(fault.seconds)
+        try:
+            response = self.handle(request)
+        except Exception as exc:  # a bug in the stand-in: make it loud, not silent
+            traceback.print_exc()
+            response = json_response(500, {"error": f"stand-in {self.name} crashed: {exc!r}"})
+        if (isinstance(fault, Fault) and fault.kind == "after_drop") or response.after_drop:
+            handler.drop()
+            return
+        handler.write_response(response)
+
+    def handle(self, request):  # pragma: no cover - overridden
+        raise NotImplementedError

@@ -1,0 +1,84 @@
+"""Fault injection shared by every stand-in: `standin.fault = callable(request_dict) -> None | Fault`."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+
+class Fault:
+    """What a stand-in should do instead of (or around) its normal work for one request.
+
+    kinds:
+      status      answer `status` with `body` (str, bytes or JSON-able object) and `headers`, do no work
+      drop        close the socket without answering, before doing the work
+      after_drop  do the work, then close the socket without answering
+      delay       sleep `seconds`, then do the work normally
+    """
+
+    __slots__ = ("kind", "status_code", "body", "headers", "seconds")
+
+    def __init__(self, kind, status_code=None, body=None, headers=None, seconds=0.0):
+        self.kind = kind
+        self.status_code = status_code
+        self.body = body
+        self.headers = dict(headers or {})
+        self.seconds = float(seconds)
+
+    @classmethod
+    def status(cls, code, body="", headers=None):
+        return cls("status", status_code=int(code), body=body, headers=headers)
+
+    @classmethod
+    def drop(cls):
+        return cls("drop")
+
+    @classmethod
+    def after_drop(cls):
+        return cls("after_drop")
+
+    @classmethod
+    def delay(cls, seconds):
+        return cls("delay", seconds=seconds)
+
+    def body_bytes(self):
+        """The body of a `status` fault as bytes, and the content type it implies."""
+        body = self.body
+        if body is None:
+            return b"", "text/plain; charset=utf-8"
+        if isinstance(body, bytes):
+            return body, "application/octet-stream"
+        if isinstance(body, str):
+            return body.encode("utf-8"), "text/plain; charset=utf-8"
+        return json.dumps(body).encode("utf-8"), "application/json; charset=utf-8"
+
+    def __repr__(self):
+        if self.kind == "status":
+            return f"Fault.status({self.status_code}, {self.body!r})"
+        if self.kind == "delay":
+            return f"Fault.delay({self.seconds})"
+        return f"Fault.{self.kind}()"
+
+
+def once(fault, predicate=None):
+    """A fault hook that injects `fault` on the first request matching `predicate`, then never again."""
+    return times(1, fault, predicate)
+
+    return hook
+
+
+def times(n, fault, predicate=None):
+    """A fault hook that injects `fault` on the first `n` requests matching `predicate`."""
+    state = {"left": int(n)}
+    lock = threading.Lock()
+
+    def hook(request):
+        if predicate is not None and not predicate(request):
+            return None
+        with lock:
+            if state["left"] <= 0:
+                return None
+            state["left"] -= 1
+        return fault
+
+    return hook
