@@ -175,12 +175,17 @@ def _finish(settings, arguments, services, pipeline, outcomes, interrupted, rece
         body = summary + "\n\n" + "\n".join(recent_lines.lines)
         ping(services.http, settings.healthcheck_url, "success" if exit_code == EXIT_OK else "fail", body, dry_run)
     if arguments.json:
-        print(report.as_json(outcomes, summary, exit_code, dry_run))
+        _print_masked(report.as_json(outcomes, summary, exit_code, dry_run))
     else:
         shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
         if shown:
-            print(report.as_table(shown))
+            _print_masked(report.as_table(shown))
     return exit_code
+
+
+def _print_masked(text):
+    """stdout does not pass through the logging filters: mask here, the one place the run prints."""
+    print(secret_values.mask(text))
 
 
 def _sleep_unless_stopped(stop, seconds):
