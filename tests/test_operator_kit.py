@@ -1,0 +1,88 @@
+"""--check and the monitoring ping, as an operator meets them: the real command against stand-ins."""
+
+import os
+
+from tests.harness import run_job
+from tests.standins.faults import Fault
+
+
+def check_lines(result):
+    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line[:4] in ("PASS", "FAIL")}
+
+
+def test_check_against_working_services_passes_every_line(standins):
+    result = run_job(standins, "--check")
+    lines = check_lines(result)
+    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  Matomo", "PASS  log file", "PASS  lock file",
+                          "PASS  CloudPanel" if os.geteuid() == 0 else "FAIL  CloudPanel"}
+    assert f"table sites has every column" in lines["PASS  Supabase"]
+    assert "Matomo 5.2.0" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
+    assert result.returncode == (0 if os.geteuid() == 0 else 1)
+    assert result.stdout.splitlines()[-1] == ("6 passed, 0 failed" if os.geteuid() == 0 else "5 passed, 1 failed")
+    # read-only: nothing was written anywhere
+    assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
+    assert standins.matomo.sites == {}
+
+
+def test_check_names_the_fix_for_each_broken_service(standins):
+    standins.postgrest.columns.remove("matomo_id")
+    standins.matomo.superuser = False
+    result = run_job(standins, "--check", overrides={"LOCK_FILE": "/nonexistent-dir/run.lock"})
+    lines = check_lines(result)
+    assert result.returncode == 1
+    assert "apply supabase/migrations/20261125000000_hosting_columns.sql" in lines["FAIL  Supabase"]
+    assert "not a super user" in lines["FAIL  Matomo"] and "MATOMO_API_TOKEN" in lines["FAIL  Matomo"]
+    assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be written "
+                                        "(No such file or directory)")
+
+
+def test_check_wrong_key_and_token_name_the_settings(standins):
+    result = run_job(standins, "--check", overrides={"SUPABASE_SERVICE_KEY": "wrong-supabase-key",
+                                                      "MATOMO_API_TOKEN": "wrong-matomo-token"})
+    lines = check_lines(result)
+    assert "Supabase refused the key (HTTP 401: Invalid API key); set SUPABASE_SERVICE_KEY" in lines["FAIL  Supabase"]
+    assert "Unable to authenticate" in lines["FAIL  Matomo"] and "(check MATOMO_API_TOKEN)" in lines["FAIL  Matomo"]
+    assert "wrong-supabase-key" not in result.stdout + result.stderr + result.log
+
+
+def test_check_gateway_reachable_and_key_refused(gateway_standins):
+    result = run_job(gateway_standins, "--check")
+    assert "gateway " + gateway_standins.gateway.url + " reachable, key accepted" in check_lines(result)["PASS  CloudPanel"]
+    result = run_job(gateway_standins, "--check", overrides={"CLOUDPANEL_API_TOKEN": "not-the-key"})
+    assert "refused CLOUDPANEL_API_TOKEN (HTTP 401)" in check_lines(result)["FAIL  CloudPanel"]
+
+
+def test_check_clpctl_missing_says_where_it_looked(standins):
+    result = run_job(standins, "--check", overrides={"CLOUDPANEL_CLPCTL": "/nowhere/clpctl"})
+    assert check_lines(result)["FAIL  CloudPanel"] == (
+        "FAIL  CloudPanel: clpctl not found (/nowhere/clpctl): is this a CloudPanel server? "
+        "Set CLOUDPANEL_CLPCTL to its path")
+
+
+def test_healthcheck_pinged_at_start_and_on_success_with_the_summary(standins, httpserver):
+    standins.postgrest.insert({"domain": "ping.example.test", "status_dns": "active", "status_hosting": "pending"})
+    httpserver.expect_request("/ping/abc/start", method="POST").respond_with_data("OK")
+    httpserver.expect_request("/ping/abc", method="POST").respond_with_data("OK")
+    result = run_job(standins, overrides={"HEALTHCHECK_URL": httpserver.url_for("/ping/abc")})
+    assert result.returncode == 0
+    paths = [request.path for request, _ in httpserver.log]
+    assert paths == ["/ping/abc/start", "/ping/abc"]
+    body = httpserver.log[1][0].get_data(as_text=True)
+    assert body.startswith("Run finished: 1 active (0 without Matomo), 0 failed\n\n")
+    assert "[ping.example.test] Site is live" in body
+
+
+def test_healthcheck_fail_ping_on_failure_and_a_dead_monitor_only_warns(standins, httpserver):
+    standins.postgrest.insert({"domain": "bad..example.test", "status_dns": "active", "status_hosting": "pending"})
+    httpserver.expect_request("/ping/abc/start", method="POST").respond_with_data("OK")
+    httpserver.expect_request("/ping/abc/fail", method="POST").respond_with_data("OK")
+    result = run_job(standins, overrides={"HEALTHCHECK_URL": httpserver.url_for("/ping/abc")})
+    assert result.returncode == 1
+    assert [request.path for request, _ in httpserver.log] == ["/ping/abc/start", "/ping/abc/fail"]
+    assert "invalid domain" in httpserver.log[1][0].get_data(as_text=True)
+
+    standins.postgrest.insert({"domain": "fine.example.test", "status_dns": "active", "status_hosting": "pending"})
+    result = run_job(standins, overrides={"HEALTHCHECK_URL": "http://127.0.0.1:9/ping/dead"})
+    assert result.returncode == 0
+    assert "WARNING Monitoring ping (start) failed" in result.log
+    assert "WARNING Monitoring ping (success) failed" in result.log
