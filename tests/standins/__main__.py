@@ -135,7 +135,13 @@ def start_all(dir, sites=0, latency=0.0, gateway=False):  # noqa: A002 - the bri
         env["CLOUDPANEL_CLPCTL"] = clpctl_path
         env["CLOUDPANEL_DB_PATH"] = db_path
     env_file = str(directory / "standins.env")
-    Path(env_file).write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    # SSL_CERT_FILE is OpenSSL's, not a setting of the job: it must be in the environment to count.
+    settings = {k: v for k, v in env.items() if k != "SSL_CERT_FILE"}
+    Path(env_file).write_text(
+        "# Settings for hosting-automator against the stand-ins. For the certificate check to trust the\n"
+        f"# stand-in CA, also: export SSL_CERT_FILE={ca_file}\n"
+        + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    os.chmod(env_file, 0o600)  # it holds (test) keys: as an operator's .env should
     return Standins(str(directory), postgrest, matomo, tls, gw, ca, env, clpctl_path, db_path, control_path,
                     env_file, ca_file)
 
@@ -162,7 +168,7 @@ def main(argv=None):
     print(f"CloudPanel db:        {standins.db_path}  (control file: {standins.control_path})")
     print(f"HTTPS (certificates): {standins.tls.address}  (CA: {standins.ca_file})")
     print(f"Settings:             {standins.env_file}")
-    print(f"  e.g. python -m hosting_automator.main --env-file {standins.env_file}")
+    print(f"  e.g. SSL_CERT_FILE={standins.ca_file} python -m hosting_automator.main --env-file {standins.env_file}")
     print("Serving; stop with Ctrl-C.", flush=True)
     try:
         while not stop.wait(0.5):
