@@ -60,7 +60,9 @@ def clpctl_reason(output, exit_code=None):
     lines = [line for line in lines if not set(line) <= set("-=[]! ")]  # Symfony's boxes around messages
     if not lines:
         return "it printed nothing" + (f" and exited with code {exit_code}" if exit_code is not None else "")
-    text = " ".join(lines)
+    # clpctl (or a gateway) may echo its arguments, the generated password among them; this reason ends up in
+    # error messages and in the row
+    text = secret_values.mask(" ".join(lines))
     return text if len(text) <= 300 else text[:297] + "…"
 
 
@@ -243,6 +245,9 @@ class GatewayClient(CloudPanelClient):
         kwargs = {"timeout": timeout} if timeout else {}
         response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
                         error=error, what=f"gateway: {what}", **kwargs)
+        # before the body: a proxy in front of the gateway refuses a key with an HTML page
+        if response.status_code in (401, 403):
+            raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
         try:
             body = response.json()
         except ValueError:
@@ -250,8 +255,6 @@ class GatewayClient(CloudPanelClient):
         if not isinstance(body, dict):
             raise error(f"gateway: {what}: HTTP {response.status_code} with a body that is not JSON: "
                         f"{body_excerpt(response)}")
-        if response.status_code in (401, 403):
-            raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
         if response.status_code == 200 and body.get("success") is True:
             return body
         details = body.get("details")

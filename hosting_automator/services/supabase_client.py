@@ -114,7 +114,7 @@ class SupabaseClient:
 
         self._last.status, self._last.retry_after = None, None
         try:
-            return query.execute().data
+            data = query.execute().data
         except APIError as err:
             raise self._translate(err, what) from err
         except TimeoutException as err:
@@ -124,6 +124,12 @@ class SupabaseClient:
             raise SupabaseError(f"{what}: cannot reach Supabase ({reason})", transient=True) from err
         except ValueError as err:  # a 2xx answer that is not JSON
             raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
+        if isinstance(data, str):
+            # postgrest-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data,
+            # a PATCH would count as written
+            excerpt = " ".join(data.split())[:80]
+            raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}")
+        return data
 
     def _translate(self, err, what):
         status = getattr(self._last, "status", None)

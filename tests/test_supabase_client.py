@@ -1,0 +1,417 @@
+"""SupabaseClient against a local HTTP server, so the real postgrest-py and httpx code builds and sends every
+request: the exact query strings, headers and bodies of DESIGN section 5, and every error turned into the
+project's own SupabaseError (or SupabaseSetupError) with a reason an operator can act on."""
+
+import json
+import socket
+import threading
+from urllib.parse import parse_qsl
+
+import pytest
+from werkzeug import Response
+
+from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.core.retry import RetryPolicy
+from hosting_automator.errors import SupabaseError, SupabaseSetupError
+from hosting_automator.services.supabase_client import MIGRATION_HINT, SupabaseClient
+
+SERVICE_KEY = "sb_secret_Kq7vX2pLm9RtZw4YbN8cJd3F"
+TABLE_PATH = "/rest/v1/sites"
+PAGE_QUERY = "select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=eq.pending&order=id.asc"
+PAGE_AFTER_QUERY = ("select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=eq.pending&id=gt.{}"
+                    "&order=id.asc")
+
+
+@pytest.fixture
+def make_client(httpserver, retry):
+    clients = []
+
+    def make(timeout=5, table="sites", retry_policy=None):
+        client = SupabaseClient(url=httpserver.url_for("").rstrip("/"), service_key=SERVICE_KEY, table=table,
+                                timeout=timeout, retry=retry_policy or retry)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def json_response(status, body, headers=None):
+    return Response(json.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def requests_seen(httpserver):
+    return [(request.method, request.query_string.decode()) for request, _ in httpserver.log]
+
+
+def error_of(status, code, message, details=None, hint=None):
+    return json_response(status, {"code": code, "details": details, "hint": hint, "message": message})
+
+
+class Table:
+    """Just enough of PostgREST over a list of rows: id=gt., limit, order=id.asc."""
+
+    def __init__(self, ids):
+        self.rows = [{"id": site_id, "domain": f"site{site_id}.example.com", "status_hosting": "pending"}
+                     for site_id in ids]
+
+    def __call__(self, request):
+        rows = self.rows
+        after = request.args.get("id")
+        if after:
+            assert after.startswith("gt.")
+            rows = [row for row in rows if row["id"] > int(after[3:])]
+        return json_response(200, rows[: int(request.args["limit"])])
+
+
+# --- reading the pending sites -------------------------------------------------------------------------------
+
+def test_fetch_pending_hosting_sites_first_page_sends_exact_query_and_key_headers(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(Table([1, 2]))
+
+    rows = list(make_client().fetch_pending_hosting_sites())
+
+    assert [row["id"] for row in rows] == [1, 2]
+    (request, _), = httpserver.log
+    assert request.query_string.decode() == PAGE_QUERY + "&limit=1000"
+    assert request.headers["apikey"] == SERVICE_KEY
+    assert request.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
+
+
+def test_fetch_pending_hosting_sites_several_pages_yields_every_row_once_by_keyset(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(Table([3, 5, 8, 13, 21, 34, 55]))
+
+    rows = list(make_client().fetch_pending_hosting_sites(page_size=3))
+
+    assert [row["id"] for row in rows] == [3, 5, 8, 13, 21, 34, 55]
+    assert requests_seen(httpserver) == [
+        ("GET", PAGE_QUERY + "&limit=3"),
+        ("GET", PAGE_AFTER_QUERY.format(8) + "&limit=3"),
+        ("GET", PAGE_AFTER_QUERY.format(34) + "&limit=3"),
+    ]
+    assert all("offset" not in query for _, query in requests_seen(httpserver))
+
+
+def test_fetch_pending_hosting_sites_full_last_page_asks_once_more_and_stops_on_empty(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(Table([1, 2, 3, 4]))
+
+    rows = list(make_client().fetch_pending_hosting_sites(page_size=2))
+
+    assert [row["id"] for row in rows] == [1, 2, 3, 4]
+    assert [query for _, query in requests_seen(httpserver)][-1] == PAGE_AFTER_QUERY.format(4) + "&limit=2"
+    assert len(httpserver.log) == 3
+
+
+def test_fetch_pending_hosting_sites_retry_failed_asks_for_pending_and_failed(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(Table([1]))
+
+    list(make_client().fetch_pending_hosting_sites(statuses=("pending", "failed")))
+
+    (request, _), = httpserver.log
+    assert request.query_string.decode() == (
+        "select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=in.%28pending%2Cfailed%29"
+        "&order=id.asc&limit=1000")
+    assert request.args["status_hosting"] == "in.(pending,failed)"
+
+
+def test_fetch_pending_hosting_sites_rows_without_id_raise_supabase_error(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_json([{"domain": "a.example.com"}])
+
+    with pytest.raises(SupabaseError, match="rows without an id"):
+        list(make_client().fetch_pending_hosting_sites())
+
+
+def test_fetch_pending_hosting_sites_html_200_raises_not_json_supabase_error(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_data("<html><body>Welcome to nginx</body></html>",
+                                                            content_type="text/html")
+
+    with pytest.raises(SupabaseError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    assert "not JSON" in str(caught.value)
+    assert not caught.value.transient
+
+
+# --- errors, each with its class and a message that says what to do ------------------------------------------
+
+def test_fetch_pending_hosting_sites_invalid_api_key_raises_setup_error_naming_the_setting(httpserver, make_client,
+                                                                                           sleeps):
+    httpserver.expect_request(TABLE_PATH).respond_with_response(json_response(
+        401, {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}))
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    message = str(caught.value)
+    assert message.startswith("read the pending sites: Supabase refused the key (HTTP 401: Invalid API key)")
+    assert "set SUPABASE_SERVICE_KEY" in message
+    assert SERVICE_KEY not in message
+    assert len(httpserver.log) == 1 and sleeps == []
+
+
+def test_fetch_pending_hosting_sites_missing_table_raises_setup_error_naming_the_table(httpserver, make_client):
+    httpserver.expect_request("/rest/v1/sitez").respond_with_response(error_of(
+        404, "PGRST205", "Could not find the table 'public.sitez' in the schema cache",
+        hint="Perhaps you meant the table 'public.sites'"))
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        list(make_client(table="sitez").fetch_pending_hosting_sites())
+
+    assert str(caught.value) == (
+        "read the pending sites: table 'sitez' not found (HTTP 404 PGRST205: Could not find the table "
+        "'public.sitez' in the schema cache); check SITES_TABLE, or create the table")
+
+
+def test_check_table_missing_column_42703_raises_setup_error_naming_the_migration(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_response(
+        error_of(400, "42703", "column sites.doc_root does not exist"))
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        make_client().check_table()
+
+    assert str(caught.value) == ("read the table: a column is missing (HTTP 400 42703: column sites.doc_root does "
+                                 f"not exist); {MIGRATION_HINT}")
+    (request, _), = httpserver.log
+    assert request.args["select"] == "id,domain,status_dns,status_hosting,doc_root,matomo_id,error_message"
+    assert request.args["limit"] == "1"
+
+
+def test_update_site_hosting_status_missing_column_pgrst204_raises_setup_error_naming_the_migration(
+        httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_response(
+        error_of(400, "PGRST204", "Could not find the 'matomo_id' column of 'sites' in the schema cache"))
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        make_client().update_site_hosting_status(7, "active", doc_root="/home/u/htdocs/a.com", matomo_id=3)
+
+    assert "a column is missing (HTTP 400 PGRST204: Could not find the 'matomo_id' column" in str(caught.value)
+    assert str(caught.value).endswith(MIGRATION_HINT)
+    assert "supabase/migrations/" in MIGRATION_HINT
+
+
+def test_fetch_pending_hosting_sites_503_is_transient_and_retried_with_injected_sleeps(httpserver, make_client,
+                                                                                      sleeps):
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_response(
+        error_of(503, "PGRST001", "Database client error. Retrying the connection."))
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_response(
+        Response("<html>503 Service Temporarily Unavailable</html>", status=503, content_type="text/html"))
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_handler(Table([1, 2]))
+
+    rows = list(make_client().fetch_pending_hosting_sites())
+
+    assert [row["id"] for row in rows] == [1, 2]
+    assert len(httpserver.log) == 3
+    assert sleeps == [0.75, 1.5]
+
+
+def test_fetch_pending_hosting_sites_503_every_time_gives_up_after_four_attempts(httpserver, make_client, sleeps):
+    httpserver.expect_request(TABLE_PATH).respond_with_response(
+        error_of(503, "PGRST001", "Database client error. Retrying the connection."))
+
+    with pytest.raises(SupabaseError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    assert caught.value.transient is True
+    assert not isinstance(caught.value, SupabaseSetupError)
+    assert str(caught.value) == ("read the pending sites: HTTP 503 PGRST001: Database client error. "
+                                 "Retrying the connection.")
+    assert len(httpserver.log) == 4
+    assert sleeps == [0.75, 1.5, 3.0]
+
+
+def test_fetch_pending_hosting_sites_429_waits_the_retry_after_header(httpserver, make_client, sleeps):
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_response(
+        json_response(429, {"message": "Too many requests"}, headers={"Retry-After": "9"}))
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_handler(Table([1]))
+
+    assert [row["id"] for row in make_client().fetch_pending_hosting_sites()] == [1]
+    assert sleeps == [9.0]
+
+
+def test_fetch_pending_hosting_sites_500_is_not_retried_and_names_status_and_message(httpserver, make_client,
+                                                                                     sleeps):
+    httpserver.expect_request(TABLE_PATH).respond_with_response(
+        error_of(500, "XX000", "could not open relation with OID 16384"))
+
+    with pytest.raises(SupabaseError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    assert str(caught.value) == "read the pending sites: HTTP 500 XX000: could not open relation with OID 16384"
+    assert caught.value.transient is False
+    assert len(httpserver.log) == 1 and sleeps == []
+
+
+def test_fetch_pending_hosting_sites_slow_answer_raises_transient_timeout_error(httpserver, make_client, sleeps):
+    released = threading.Event()
+
+    def slow(request):
+        released.wait(1)  # the server being slow; released as soon as the client has given up
+        return json_response(200, [])
+
+    httpserver.expect_request(TABLE_PATH).respond_with_handler(slow)
+    client = make_client(timeout=0.2, retry_policy=RetryPolicy(attempts=1, sleep=sleeps))
+
+    with pytest.raises(SupabaseError) as caught:
+        list(client.fetch_pending_hosting_sites())
+    released.set()
+
+    assert str(caught.value) == "read the pending sites: no answer from Supabase within 0.2 s"
+    assert caught.value.transient is True
+
+
+def test_fetch_pending_hosting_sites_nothing_listening_raises_transient_cannot_reach(sleeps):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SupabaseClient(url=f"http://127.0.0.1:{port}", service_key=SERVICE_KEY, table="sites", timeout=2,
+                            retry=RetryPolicy(sleep=sleeps, jitter=lambda: 0.5))
+    try:
+        with pytest.raises(SupabaseError) as caught:
+            list(client.fetch_pending_hosting_sites())
+    finally:
+        client.close()
+
+    assert str(caught.value).startswith("read the pending sites: cannot reach Supabase (")
+    assert caught.value.transient is True
+    assert sleeps == [0.75, 1.5, 3.0]
+    assert SERVICE_KEY not in str(caught.value)
+
+
+def test_supabase_client_fractional_timeout_is_kept_and_requests_succeed(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_handler(Table([1]))
+    client = make_client(timeout=0.5)
+
+    assert [row["id"] for row in client.fetch_pending_hosting_sites()] == [1]
+    assert client._http.timeout.read == 0.5
+    assert client._http.timeout.connect == 0.5
+
+
+# --- writing an outcome ----------------------------------------------------------------------------------------
+
+def test_update_site_hosting_status_sends_exact_body_filters_and_prefer_and_returns_true(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json(
+        [{"id": 42, "status_hosting": "active"}])
+
+    written = make_client().update_site_hosting_status(
+        42, "active", doc_root="/home/example-com-0a1b2c3d4e5f/htdocs/example.com", matomo_id=5)
+
+    assert written is True
+    (request, _), = httpserver.log
+    assert request.query_string.decode() == "id=eq.42&status_hosting=eq.pending"
+    assert request.headers["Prefer"] == "return=representation"
+    assert request.headers["apikey"] == SERVICE_KEY
+    assert request.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
+    assert json.loads(request.get_data()) == {"status_hosting": "active",
+                                              "doc_root": "/home/example-com-0a1b2c3d4e5f/htdocs/example.com",
+                                              "matomo_id": 5, "error_message": None}
+
+
+def test_update_site_hosting_status_uses_the_status_it_was_read_with(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([{"id": 9}])
+
+    make_client().update_site_hosting_status(9, "failed", error_message="CloudPanel: boom", read_status="failed")
+
+    (request, _), = httpserver.log
+    assert dict(parse_qsl(request.query_string.decode())) == {"id": "eq.9", "status_hosting": "eq.failed"}
+    assert json.loads(request.get_data()) == {"status_hosting": "failed", "doc_root": None, "matomo_id": None,
+                                              "error_message": "CloudPanel: boom"}
+
+
+def test_update_site_hosting_status_no_row_matched_returns_false_without_rereading(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([])
+
+    assert make_client().update_site_hosting_status(3, "active", doc_root="/d", matomo_id=1) is False
+    assert [method for method, _ in requests_seen(httpserver)] == ["PATCH"]
+
+
+def test_update_site_hosting_status_html_200_raises_not_json_instead_of_counting_as_written(httpserver,
+                                                                                           make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_data(
+        "<html><body>maintenance</body></html>", content_type="text/html")
+
+    with pytest.raises(SupabaseError) as caught:
+        make_client().update_site_hosting_status(3, "active", doc_root="/d", matomo_id=1)
+
+    assert str(caught.value).startswith("record the outcome of site 3: Supabase answered something that is not JSON")
+
+
+def test_update_site_hosting_status_dropped_answer_then_row_already_written_counts_true(httpserver, make_client,
+                                                                                        sleeps):
+    """The first PATCH lands but its answer is lost; the retry matches nothing and re-reads the row."""
+    row = {"id": 11, "status_hosting": "pending", "doc_root": None, "matomo_id": None, "error_message": None}
+    patches = []
+
+    def patch(request):
+        patches.append(request.args.to_dict())
+        if row["status_hosting"] != request.args["status_hosting"][3:]:
+            return json_response(200, [])
+        row.update(json.loads(request.get_data()))
+        if len(patches) == 1:
+            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)  # written, but no answer
+        return json_response(200, [row])
+
+    def read(request):
+        return json_response(200, [{key: row[key] for key in request.args["select"].split(",")}])
+
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(read)
+
+    written = make_client().update_site_hosting_status(11, "active", doc_root="/home/u/htdocs/d.com", matomo_id=4)
+
+    assert written is True
+    assert [method for method, _ in requests_seen(httpserver)] == ["PATCH", "PATCH", "GET"]
+    assert requests_seen(httpserver)[2][1] == "select=status_hosting%2Cdoc_root%2Cmatomo_id%2Cerror_message&id=eq.11"
+    assert sleeps == [0.75]
+
+
+def test_update_site_hosting_status_retry_finds_row_changed_by_someone_else_returns_false(httpserver, make_client,
+                                                                                          sleeps):
+    httpserver.expect_ordered_request(TABLE_PATH, method="PATCH").respond_with_response(
+        error_of(503, "PGRST002", "Could not query the database for the schema cache. Retrying."))
+    httpserver.expect_ordered_request(TABLE_PATH, method="PATCH").respond_with_json([])
+    httpserver.expect_ordered_request(TABLE_PATH, method="GET").respond_with_json(
+        [{"status_hosting": "failed", "doc_root": None, "matomo_id": None, "error_message": "set by hand"}])
+
+    assert make_client().update_site_hosting_status(11, "active", doc_root="/d", matomo_id=4) is False
+    assert [method for method, _ in requests_seen(httpserver)] == ["PATCH", "PATCH", "GET"]
+
+
+def test_update_site_hosting_status_long_error_message_masks_secret_then_cuts_to_500(httpserver, make_client):
+    password = "Gen3ratedPassw0rdXyZ1234567890ab"
+    secret_values.add(password)
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([{"id": 1}])
+    # the secret straddles the cut: cutting first and masking after would send its first ten characters
+    message = "CloudPanel: " + "x" * 478 + password + " tail" * 100
+
+    make_client().update_site_hosting_status(1, "failed", error_message=message)
+
+    (request, _), = httpserver.log
+    sent = json.loads(request.get_data())["error_message"]
+    assert sent == "CloudPanel: " + "x" * 478 + "***" + " tail t"
+    assert len(sent) == 500
+    assert password[:10] not in request.get_data(as_text=True)
+
+
+def test_update_site_hosting_status_500_raises_final_error_without_key(httpserver, make_client, sleeps):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_response(
+        error_of(500, "XX000", "internal error"))
+
+    with pytest.raises(SupabaseError) as caught:
+        make_client().update_site_hosting_status(5, "active", doc_root="/d", matomo_id=1)
+
+    assert str(caught.value) == "record the outcome of site 5: HTTP 500 XX000: internal error"
+    assert caught.value.transient is False and sleeps == []
+    assert SERVICE_KEY not in str(caught.value)
+
+
+def test_update_site_hosting_status_check_violation_names_the_migration(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_response(error_of(
+        400, "23514", 'new row for relation "sites" violates check constraint "sites_status_hosting_check"'))
+
+    with pytest.raises(SupabaseError) as caught:
+        make_client().update_site_hosting_status(5, "active", doc_root="/d", matomo_id=1)
+
+    assert not isinstance(caught.value, SupabaseSetupError)
+    assert "the table refused the value (HTTP 400 23514: new row for relation" in str(caught.value)
+    assert str(caught.value).endswith(MIGRATION_HINT)
