@@ -22,6 +22,7 @@ from hosting_automator.errors import (
 logger = logging.getLogger(__name__)
 
 ACTIVE, FAILED = "active", "failed"
+POSTPONED, NOT_RECORDED = "postponed", "not recorded"
 
 
 @dataclass(slots=True)
@@ -30,7 +31,7 @@ class SiteOutcome:
 
     site_id: object
     domain: str
-    outcome: str  # active | failed | not recorded | changed meanwhile | interrupted | would ... (dry run)
+    outcome: str  # active | failed | postponed | not recorded | changed meanwhile | interrupted | would … (dry run)
     doc_root: str | None = None
     matomo_id: int | None = None
     error: str | None = None
@@ -38,7 +39,7 @@ class SiteOutcome:
 
     @property
     def is_failure(self):
-        return self.outcome in (FAILED, "not recorded")
+        return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
 
 
 @dataclass
@@ -127,16 +128,17 @@ class Pipeline:
                 return self.plan_site(row)
             return self.process_site(row)
         except RunInterrupted:
-            logger.warning("Stopped before finishing %s: its row stays %s for the next run",
-                           _shown_domain(row), row.get("status_hosting"))
+            with site_context(_shown_domain(row)):
+                logger.warning("Stopped before finishing this site: its row stays %s for the next run",
+                               row.get("status_hosting"))
             return SiteOutcome(row.get("id"), _shown_domain(row), "interrupted")
         except SupabaseSetupError as err:
             self.aborted = str(err)
             logger.error("%s", err)
-            return SiteOutcome(row.get("id"), _shown_domain(row), "not recorded", error=str(err))
+            return SiteOutcome(row.get("id"), _shown_domain(row), NOT_RECORDED, error=str(err))
         except Exception as err:  # a bug must not take the other sites down with it
             logger.exception("Unexpected error for %s", _shown_domain(row))
-            return SiteOutcome(row.get("id"), _shown_domain(row), "not recorded",
+            return SiteOutcome(row.get("id"), _shown_domain(row), NOT_RECORDED,
                                error=secret_values.mask(f"internal error: {err.__class__.__name__}: {err}"))
 
     # -- one site, step by step (DESIGN.md section 3) ----------------------------------------------------------
@@ -149,15 +151,20 @@ class Pipeline:
             return self._record(row, _shown_domain(row), FAILED, error=f"invalid domain: {err}")
         with site_context(domain):
             logger.info("Setting up hosting")
-            try:
-                doc_root = self.services.cloudpanel.create_static_site(domain)
+            try:  # every attempt looks the site up first, and "already exists" counts as created: none is doubled
+                doc_root = self.services.retry.call(lambda: self.services.cloudpanel.create_static_site(domain),
+                                                    "CloudPanel")
             except CloudPanelError as err:
+                if err.transient:
+                    return self._postpone(row, domain, f"CloudPanel: {err}")
                 logger.error("CloudPanel: %s", err)
                 return self._record(row, domain, FAILED, error=f"CloudPanel: {err}")
             self._stop_point()
             try:
                 self.ensure_certificate(domain)
             except (CertificateError, CloudPanelError) as err:
+                if err.transient:
+                    return self._postpone(row, domain, f"SSL: {err}", doc_root)
                 logger.critical("SSL: %s", err)
                 return self._record(row, domain, FAILED, doc_root=doc_root, error=f"SSL: {err}")
             self._stop_point()
@@ -219,6 +226,12 @@ class Pipeline:
             return SiteOutcome(row.get("id"), domain, "would set up", doc_root=doc_root, matomo_id=matomo_id,
                                warning="; ".join(plan))
 
+    def _postpone(self, row, domain, reason, doc_root=None):
+        """A service still unreachable after every retry says nothing about the site: leave the row as read, so
+        the next run (not only --retry-failed) takes it again."""
+        logger.error("%s; the row stays %s and the next run tries again", reason, row.get("status_hosting"))
+        return SiteOutcome(row.get("id"), domain, POSTPONED, doc_root, error=reason)
+
     def _stop_point(self):
         if self.stop_event.is_set():
             raise RunInterrupted()
@@ -235,7 +248,7 @@ class Pipeline:
         except ServiceError as err:
             logger.error("Could not record the outcome (%s): %s; the row stays %s and the next run converges",
                          status, err, row.get("status_hosting"))
-            return SiteOutcome(row["id"], domain, "not recorded", doc_root, matomo_id,
+            return SiteOutcome(row["id"], domain, NOT_RECORDED, doc_root, matomo_id,
                                error=f"{status}, but not recorded: {err}")
         if not written:
             logger.warning("Row %s was changed by someone else during the run; left untouched", row["id"])

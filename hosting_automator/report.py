@@ -10,8 +10,11 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
     without_matomo = sum(1 for o in active if o.matomo_id is None)
     failed = sum(1 for o in outcomes if o.outcome == "failed")
     unrecorded = sum(1 for o in outcomes if o.outcome == "not recorded")
+    postponed = sum(1 for o in outcomes if o.outcome == "postponed")
     changed = sum(1 for o in outcomes if o.outcome == "changed meanwhile")
     parts = [f"{len(active)} active ({without_matomo} without Matomo)", f"{failed} failed"]
+    if postponed:
+        parts.append(f"{postponed} left pending (service unreachable)")
     if unrecorded:
         parts.append(f"{unrecorded} not recorded")
     if changed:

@@ -294,3 +294,24 @@ def test_workers_give_the_same_outcomes_as_one_worker(retry):
         (o.site_id, o.outcome, o.matomo_id is None) for o in second]
     assert {k: (v["status_hosting"], v["doc_root"], v["error_message"]) for k, v in one.supabase.rows.items()} == {
         k: (v["status_hosting"], v["doc_root"], v["error_message"]) for k, v in many.supabase.rows.items()}
+
+
+def test_service_unreachable_after_every_retry_leaves_the_row_pending_for_the_next_run(retry, caplog):
+    services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
+    services.cloudpanel.create_static_site = lambda d: (_ for _ in ()).throw(
+        CloudPanelError("gateway: add the static site: cannot connect (refused)", transient=True))
+    pipeline, outcomes = run(services)
+    assert [services.supabase.rows[n]["status_hosting"] for n in (1, 2)] == ["pending", "pending"]
+    assert services.supabase.updates == []
+    assert [(o.outcome, o.is_failure) for o in outcomes] == [("postponed", True)] * 2
+    assert "CloudPanel: gateway: add the static site: cannot connect (refused); the row stays pending and the next " \
+           "run tries again" in caplog.text
+    assert len(retry.sleep) == 6  # each site tried 4 times
+
+
+def test_certificate_service_unreachable_leaves_the_row_pending_with_the_site_kept(services):
+    services.cloudpanel.provision_ssl = lambda d: (_ for _ in ()).throw(
+        CertificateError("gateway: install the certificate: HTTP 503", transient=True))
+    _, outcomes = run(services)
+    assert services.supabase.rows[1]["status_hosting"] == "pending"
+    assert outcomes[0].outcome == "postponed" and outcomes[0].doc_root.endswith("/htdocs/good.example")
