@@ -47,10 +47,11 @@ def _positive_int(text):
 class Services:
     """Each client is built on first use and kept for the run: one connection pool per service."""
 
-    def __init__(self, settings, retry, workers=1):
+    def __init__(self, settings, retry, workers=1, lock_fd=None):
         self.settings = settings
         self.retry = retry
         self.workers = workers
+        self.lock_fd = lock_fd
 
     @functools.cached_property
     def http(self):
@@ -73,7 +74,7 @@ class Services:
         s = self.settings
         if s.uses_gateway:
             return GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token, self.http, s.cloudpanel_concurrency)
-        return ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency)
+        return ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency, self.lock_fd)
 
     @functools.cached_property
     def matomo(self):
@@ -144,7 +145,7 @@ def run(settings, arguments, recent_lines):
     options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
                          retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers)
     retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
-    services = Services(settings, retry, options.workers)
+    services = Services(settings, retry, options.workers, lock.fileno())
     from hosting_automator.services.healthcheck import ping
 
     with lock:

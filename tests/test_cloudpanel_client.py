@@ -116,11 +116,11 @@ def started(monkeypatch):
     processes = []
     real = ClpctlClient._start
 
-    def recording(command):
-        processes.append(real(command))
+    def recording(self, command):
+        processes.append(real(self, command))
         return processes[-1]
 
-    monkeypatch.setattr(ClpctlClient, "_start", staticmethod(recording))
+    monkeypatch.setattr(ClpctlClient, "_start", recording)
     return processes
 
 

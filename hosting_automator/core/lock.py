@@ -25,6 +25,11 @@ class RunLock:
         self._fd = fd
         return True
 
+    def fileno(self):
+        """The locked descriptor, or None. A child given it (pass_fds) keeps the lock held until it ends too, so a
+        run killed mid-clpctl does not let the next run start while its clpctl still works."""
+        return self._fd
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock; the file stays, harmless

@@ -128,10 +128,11 @@ class CloudPanelClient:
 class ClpctlClient(CloudPanelClient):
     """Runs clpctl on this server (as root: site and certificate commands exist only for root)."""
 
-    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1):
+    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1, lock_fd=None):
         super().__init__(concurrency)
         self.clpctl = clpctl
         self.db_path = db_path
+        self.lock_fd = lock_fd  # handed to every clpctl: the run lock lasts as long as the last clpctl does
 
     def existing_site_user(self, domain):
         """Read CloudPanel's own database, read-only, the way CloudPanel's scripts do."""
@@ -188,12 +189,12 @@ class ClpctlClient(CloudPanelClient):
             raise error(f"clpctl {command} reported no success: {clpctl_reason(output)}")
         return output
 
-    @staticmethod
-    def _start(command):
+    def _start(self, command):
         # A session of its own: on timeout the whole group goes, and the terminal's Ctrl-C does not cut a
         # certificate request in half (main lets the step end).
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
+                                text=True, errors="replace", start_new_session=True,
+                                pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
 
 
 def _kill_group(process):
