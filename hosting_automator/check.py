@@ -17,6 +17,7 @@ def run_checks(settings, services=None, out=print):
         ("Supabase", lambda: _supabase(services, settings)),
         ("CloudPanel", lambda: services.cloudpanel.check()),
         ("Matomo", lambda: services.matomo.check()),
+        ("HTTPS", lambda: _https_endpoint(settings)),
         ("log file", lambda: _writable(settings.log_file, "LOG_FILE")),
         ("lock file", lambda: _writable(settings.lock_file, "LOCK_FILE")),
     ]
@@ -45,6 +46,20 @@ def run_checks(settings, services=None, out=print):
 def _supabase(services, settings):
     services.supabase.check_table()
     return f"{settings.supabase_url} reachable, key accepted, table {settings.sites_table} has every column"
+
+
+def _https_endpoint(settings):
+    """Without it the job cannot see a certificate already served, and would request every one anew."""
+    import socket
+
+    address = f"{settings.cloudpanel_https_host}:{settings.cloudpanel_https_port}"
+    try:
+        socket.create_connection((settings.cloudpanel_https_host, settings.cloudpanel_https_port),
+                                 timeout=settings.http_timeout).close()
+    except OSError as err:
+        raise HostingAutomatorError(f"CLOUDPANEL_HTTPS_ADDRESS {address} cannot be reached ({err}); the job could "
+                                    "not see certificates already served and would request new ones") from err
+    return f"{address} accepts connections (served certificates are checked there)"
 
 
 def _writable(path, setting):

@@ -13,12 +13,13 @@ def check_lines(result):
 def test_check_against_working_services_passes_every_line(standins):
     result = run_job(standins, "--check")
     lines = check_lines(result)
-    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  Matomo", "PASS  log file", "PASS  lock file",
+    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  Matomo", "PASS  HTTPS", "PASS  log file",
+                          "PASS  lock file",
                           "PASS  CloudPanel" if os.geteuid() == 0 else "FAIL  CloudPanel"}
     assert f"table sites has every column" in lines["PASS  Supabase"]
     assert "Matomo 5.2.0" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
     assert result.returncode == (0 if os.geteuid() == 0 else 1)
-    assert result.stdout.splitlines()[-1] == ("6 passed, 0 failed" if os.geteuid() == 0 else "5 passed, 1 failed")
+    assert result.stdout.splitlines()[-1] == ("7 passed, 0 failed" if os.geteuid() == 0 else "6 passed, 1 failed")
     # read-only: nothing was written anywhere
     assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
     assert standins.matomo.sites == {}
@@ -27,11 +28,13 @@ def test_check_against_working_services_passes_every_line(standins):
 def test_check_names_the_fix_for_each_broken_service(standins):
     standins.postgrest.columns.remove("matomo_id")
     standins.matomo.superuser = False
-    result = run_job(standins, "--check", overrides={"LOCK_FILE": "/nonexistent-dir/run.lock"})
+    result = run_job(standins, "--check", overrides={"LOCK_FILE": "/nonexistent-dir/run.lock",
+                                                      "CLOUDPANEL_HTTPS_ADDRESS": "127.0.0.1:9"})
     lines = check_lines(result)
     assert result.returncode == 1
     assert "apply supabase/migrations/20261125000000_hosting_columns.sql" in lines["FAIL  Supabase"]
     assert "not a super user" in lines["FAIL  Matomo"] and "MATOMO_API_TOKEN" in lines["FAIL  Matomo"]
+    assert lines["FAIL  HTTPS"].startswith("FAIL  HTTPS: CLOUDPANEL_HTTPS_ADDRESS 127.0.0.1:9 cannot be reached (")
     assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be written "
                                         "(No such file or directory)")
 
