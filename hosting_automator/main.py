@@ -84,11 +84,18 @@ class Services:
         return MatomoClient(s.matomo_api_url, s.matomo_api_token, self.http, self.retry,
                             s.matomo_site_timezone, s.matomo_site_currency)
 
+    @functools.cached_property
+    def _trust_store(self):
+        from hosting_automator.services.served_certificate import trust_store
+
+        return trust_store()
+
     def served_certificate(self, domain):
         from hosting_automator.services.served_certificate import served_certificate
 
         s = self.settings
-        return served_certificate(domain, s.cloudpanel_https_host, s.cloudpanel_https_port, s.http_timeout)
+        return served_certificate(domain, s.cloudpanel_https_host, s.cloudpanel_https_port, s.http_timeout,
+                                  context=self._trust_store)
 
     def close(self):
         if "supabase" in self.__dict__:
@@ -176,7 +183,8 @@ def _finish(settings, arguments, services, pipeline, outcomes, interrupted, rece
         body = summary + "\n\n" + "\n".join(recent_lines.lines)
         ping(services.http, settings.healthcheck_url, "success" if exit_code == EXIT_OK else "fail", body, dry_run)
     if arguments.json:
-        _print_masked(report.as_json(outcomes, summary, exit_code, dry_run))
+        for chunk in report.json_chunks(outcomes, summary, exit_code, dry_run):
+            sys.stdout.write(secret_values.mask(chunk))
     else:
         shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
         if shown:

@@ -38,11 +38,15 @@ def as_table(outcomes):
                      for row in rows)
 
 
-def as_json(outcomes, summary, exit_code, dry_run=False):
-    sites = [{"id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root,
-              "matomo_id": o.matomo_id, "error": o.error, "warning": o.warning} for o in outcomes]
-    return json.dumps({"summary": summary, "exit_code": exit_code, "dry_run": dry_run, "sites": sites},
-                      indent=2, default=str)
+def json_chunks(outcomes, summary, exit_code, dry_run=False):
+    """The run as one JSON document, yielded a site at a time: ten thousand sites never sit in memory as text."""
+    head = json.dumps({"summary": summary, "exit_code": exit_code, "dry_run": dry_run})
+    yield head[:-1] + ', "sites": ['
+    for index, o in enumerate(outcomes):
+        site = {"id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root,
+                "matomo_id": o.matomo_id, "error": o.error, "warning": o.warning}
+        yield ("," if index else "") + "\n  " + json.dumps(site, default=str)
+    yield "\n]}\n"
 
 
 def _cell(value):

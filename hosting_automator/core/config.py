@@ -3,7 +3,6 @@
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,6 +56,8 @@ class Settings:
 
 def default_lock_file():
     """/run/lock when we may write there (root on a server), else the temporary directory."""
+    import tempfile
+
     run_lock = Path("/run/lock")
     if run_lock.is_dir() and os.access(run_lock, os.W_OK):
         return str(run_lock / "hosting-automator.lock")

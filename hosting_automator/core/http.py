@@ -2,6 +2,7 @@
 transient (worth retrying) and final, so the services only interpret bodies."""
 
 import email.utils
+import os
 import time
 
 DEFAULT_USER_AGENT = "hosting-automator"
@@ -19,6 +20,10 @@ def new_session(timeout, pool_size=1):
             return super().request(method, url, **kwargs)
 
     session = _Session()
+    # Without proxy or CA-bundle variables there is nothing for requests to read from the environment, and
+    # reading it (proxies, .netrc) on every request costs more than the request itself.
+    session.trust_env = any(name.lower().endswith("_proxy") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+                            for name in os.environ)
     session.headers["User-Agent"] = DEFAULT_USER_AGENT
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1))
     session.mount("http://", adapter)

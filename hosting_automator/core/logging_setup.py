@@ -32,6 +32,13 @@ class SecretValues:
             variants = set(self._variants) | {value, quote(value, safe=""), quote_plus(value)}
             self._variants = tuple(sorted(variants, key=len, reverse=True))
 
+    def discard(self, value):
+        """Forget a value that can no longer appear anywhere (a password once clpctl has answered): masking cost
+        must not grow with every site of a long run."""
+        with self._lock:
+            gone = {value, quote(value, safe=""), quote_plus(value)}
+            self._variants = tuple(variant for variant in self._variants if variant not in gone)
+
     def clear(self):
         with self._lock:
             self._variants = ()
@@ -56,6 +63,9 @@ class MaskSecretsFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record):
+        if getattr(record, "secrets_masked", False):  # every handler has this filter: mask once per record
+            return True
+        record.secrets_masked = True
         message = self.secrets.mask(record.getMessage())
         record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:

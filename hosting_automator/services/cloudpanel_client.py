@@ -86,8 +86,9 @@ class CloudPanelClient:
                 logger.info("CloudPanel site exists already (site user %s)", site_user)
                 return document_root(site_user, domain)
             site_user = site_user_for(domain)
+            password = new_password()
             try:
-                self._add_static_site(domain, site_user, new_password())
+                self._add_static_site(domain, site_user, password)
             except CloudPanelError as err:
                 if DOMAIN_EXISTS in str(err):
                     return self._document_root_of_existing(domain, site_user)
@@ -96,6 +97,8 @@ class CloudPanelClient:
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
                         f"Linux or CloudPanel user {site_user}, or the site that owns it") from err
                 raise
+            finally:
+                secret_values.discard(password)  # used once; every message that held it was masked already
             logger.info("CloudPanel site created (site user %s)", site_user)
             return document_root(site_user, domain)
 
