@@ -318,11 +318,28 @@ def test_update_site_hosting_status_uses_the_status_it_was_read_with(httpserver,
                                               "error_message": "CloudPanel: boom"}
 
 
-def test_update_site_hosting_status_no_row_matched_returns_false_without_rereading(httpserver, make_client):
+def test_update_site_hosting_status_no_row_matched_and_row_changed_returns_false(httpserver, make_client):
     httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([])
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_json(
+        [{"status_hosting": "active", "doc_root": "/other", "matomo_id": 9, "error_message": None}])
 
     assert make_client().update_site_hosting_status(3, "active", doc_root="/d", matomo_id=1) is False
-    assert [method for method, _ in requests_seen(httpserver)] == ["PATCH"]
+    assert [method for method, _ in requests_seen(httpserver)] == ["PATCH", "GET"]
+
+
+def test_update_site_hosting_status_row_still_as_read_means_the_key_cannot_write(httpserver, make_client):
+    """Row-level security lets an anon key read but silently update nothing: every write of the run would fail."""
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([])
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_json(
+        [{"status_hosting": "pending", "doc_root": None, "matomo_id": None, "error_message": None}])
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        make_client().update_site_hosting_status(3, "active", doc_root="/d", matomo_id=1)
+
+    assert str(caught.value) == (
+        "record the outcome of site 3: Supabase accepted the update but changed no row, though the row is still "
+        "pending: the key can read the table but not update it (row-level security?); set SUPABASE_SERVICE_KEY "
+        "to the service_role or sb_secret_ key")
 
 
 def test_update_site_hosting_status_html_200_raises_not_json_instead_of_counting_as_written(httpserver,

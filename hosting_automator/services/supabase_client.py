@@ -4,6 +4,7 @@ write each outcome with a conditional update."""
 import logging
 import threading
 
+from hosting_automator.core.http import TRANSIENT_STATUSES, first_line, retry_after_seconds
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 
@@ -14,7 +15,6 @@ SELECTED_COLUMNS = "id,domain,status_hosting"
 OUTCOME_COLUMNS = ("status_hosting", "doc_root", "matomo_id", "error_message")
 ALL_COLUMNS = ("id", "domain", "status_dns") + OUTCOME_COLUMNS
 ERROR_MESSAGE_MAX = 500
-TRANSIENT_STATUSES = {429, 502, 503, 504, 520}
 # PostgREST's own "cannot reach the database right now" codes
 TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
@@ -59,6 +59,7 @@ class SupabaseClient:
         last_id = None
         while True:
             page = self.retry.call(lambda: self._fetch_page(statuses, last_id, page_size), "read the pending sites")
+            logger.debug("Read %d pending rows after id %s", len(page), last_id)
             yield from page
             if len(page) < page_size:
                 return
@@ -78,35 +79,48 @@ class SupabaseClient:
                                    read_status="pending"):
         """Write a site's outcome if its row still has the status it was read with; True when it was written.
 
-        False means someone changed the row meanwhile. A retried write that finds the row already as we meant
-        to leave it counts as written: the earlier attempt landed but its answer was lost.
+        False means someone changed the row meanwhile. When the update matches no row, the row is read again:
+        already as we meant to leave it, an earlier attempt landed but its answer was lost (True); still as it
+        was read, the key may read but not write (row-level security), and every write of the run would fail
+        the same way (SupabaseSetupError).
         """
         if error_message is not None:
             error_message = secret_values.mask(error_message)[:ERROR_MESSAGE_MAX]
         values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
                   "error_message": error_message}
         attempts = []
+        what = f"record the outcome of site {site_id}"
 
         def attempt():
             attempts.append(1)
             query = (self._rest.table(self.table_name).update(values)
                      .eq("id", site_id).eq("status_hosting", read_status))
-            rows = self._execute(query, f"record the outcome of site {site_id}")
-            if rows:
+            if self._execute(query, what):
                 return True
-            return len(attempts) > 1 and self._row_has(site_id, values)
+            current = self._current_outcome(site_id)
+            if current is None:
+                return False
+            if len(attempts) > 1 and all(current.get(key) == value for key, value in values.items()):
+                return True
+            if current.get("status_hosting") == read_status:
+                raise SupabaseSetupError(
+                    f"{what}: Supabase accepted the update but changed no row, though the row is still "
+                    f"{read_status}: the key can read the table but not update it (row-level security?); set "
+                    "SUPABASE_SERVICE_KEY to the service_role or sb_secret_ key")
+            return False
 
-        return self.retry.call(attempt, f"record the outcome of site {site_id}")
+        return self.retry.call(attempt, what)
 
-    def _row_has(self, site_id, values):
+    def _current_outcome(self, site_id):
         query = self._rest.table(self.table_name).select(",".join(OUTCOME_COLUMNS)).eq("id", site_id)
         rows = self._execute(query, f"re-read site {site_id}")
-        return bool(rows) and all(rows[0].get(key) == value for key, value in values.items())
+        return rows[0] if rows else None
 
     def check_table(self):
-        """Read nothing but the column names: raises SupabaseSetupError naming the fix when any is missing."""
-        query = self._rest.table(self.table_name).select(",".join(ALL_COLUMNS)).limit(1)
-        self.retry.call(lambda: self._execute(query, "read the table"), "read the table")
+        """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
+        self.retry.call(lambda: self._execute(
+            self._rest.table(self.table_name).select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
+            "read the table")
 
     def _execute(self, query, what):
         from httpx import HTTPError, TimeoutException
@@ -120,8 +134,7 @@ class SupabaseClient:
         except TimeoutException as err:
             raise SupabaseError(f"{what}: no answer from Supabase within {self.timeout:g} s", transient=True) from err
         except HTTPError as err:
-            reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-            raise SupabaseError(f"{what}: cannot reach Supabase ({reason})", transient=True) from err
+            raise SupabaseError(f"{what}: cannot reach Supabase ({first_line(err)})", transient=True) from err
         except ValueError as err:  # a 2xx answer that is not JSON
             raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
         if isinstance(data, str):
@@ -150,8 +163,6 @@ class SupabaseClient:
         if code in ("42703", "PGRST204"):
             return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
         if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
-            from hosting_automator.core.http import retry_after_seconds
-
             return SupabaseError(f"{what}: {shown}", transient=True,
                                  retry_after=retry_after_seconds(getattr(self._last, "retry_after", None)))
         if code == "23514":
