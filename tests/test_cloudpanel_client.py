@@ -239,7 +239,7 @@ def _group_members(pgid):
 ])
 def test_clpctl_hang_is_stopped_at_timeout_with_its_children(fake_db, control, started, monkeypatch, command,
                                                              timeout_name, error):
-    monkeypatch.setattr(cloudpanel_client, timeout_name, 1)
+    monkeypatch.setattr(cloudpanel_client, timeout_name, 3)  # long enough for the fake to start on a busy machine
     clpctl_state.add_site(fake_db, "example.org", "someone")  # the certificate needs an existing site
     control("*", command, "hang")
     client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=str(Path(fake_db).with_name("absent.sq3")))
@@ -256,17 +256,20 @@ def test_clpctl_hang_is_stopped_at_timeout_with_its_children(fake_db, control, s
 
     worker = threading.Thread(target=work)
     worker.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 8
     seen_sleep = False
     while time.monotonic() < deadline and not seen_sleep and worker.is_alive():
         seen_sleep = bool(started) and any(name == "sleep" for _, name in _group_members(started[0].pid))
         time.sleep(0.02)
-    worker.join(10)
+    worker.join(15)
 
     assert seen_sleep, "the fake's `sleep 600` child never appeared: the test would prove nothing"
     assert not worker.is_alive()
     assert len(caught) == 1 and type(caught[0]) is error
-    assert str(caught[0]) == f"clpctl {command} did not finish within 1 s and was stopped"
+    assert str(caught[0]) == f"clpctl {command} did not finish within 3 s and was stopped"
+    gone_by = time.monotonic() + 2  # SIGKILL was sent to the whole group; the kernel takes a moment to finish it
+    while _group_members(started[0].pid) and time.monotonic() < gone_by:
+        time.sleep(0.02)
     assert _group_members(started[0].pid) == []
     assert started[0].returncode is not None
 
@@ -433,7 +436,6 @@ def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_
     assert doc_root == f"/home/{user}/htdocs/example.com"
     assert len(responses.calls) == 1
     assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
-    assert gateway.assumes_document_root is True
 
 
 @responses.activate

@@ -3,6 +3,7 @@ or a clpctl HTTP gateway. Both speak clpctl's messages, so both share how those 
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -68,8 +69,6 @@ def clpctl_reason(output, exit_code=None):
 
 class CloudPanelClient:
     """What both transports share: look up, derive the site user, create, and read clpctl's answer."""
-
-    assumes_document_root = False  # True where the owner of an existing site cannot be read
 
     def __init__(self, concurrency=1):
         self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
@@ -171,6 +170,7 @@ class ClpctlClient(CloudPanelClient):
     def _run(self, arguments, timeout, success_text, error):
         """Run clpctl with an argument list (never a shell); success needs exit 0 and clpctl's success line."""
         command = arguments[0]
+        logger.debug("Running %s %s", self.clpctl, secret_values.mask(" ".join(arguments)))
         try:
             process = self._start([self.clpctl, *arguments])
         except OSError as err:
@@ -186,6 +186,7 @@ class ClpctlClient(CloudPanelClient):
         except subprocess.TimeoutExpired as err:
             _kill_group(process)
             raise error(f"clpctl {command} did not finish within {timeout} s and was stopped") from err
+        logger.debug("clpctl %s exited with %d: %s", command, process.returncode, clpctl_reason(output))
         if process.returncode != 0:
             raise error(f"clpctl {command} failed: {clpctl_reason(output, process.returncode)}")
         if success_text not in output:
@@ -205,13 +206,15 @@ def _kill_group(process):
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    process.communicate()
+    try:
+        process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # a grandchild that left the group still holds the pipe: stop waiting
+        process.stdout.close()
+        process.wait()
 
 
 class GatewayClient(CloudPanelClient):
     """Talks to a clpctl HTTP gateway (cloudpanel-api); it cannot say who owns an existing site."""
-
-    assumes_document_root = True
 
     def __init__(self, base_url, api_token, session, concurrency=1):
         super().__init__(concurrency)
@@ -264,5 +267,7 @@ class GatewayClient(CloudPanelClient):
         details = body.get("details")
         if isinstance(details, list):
             details = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in details)
-        reason = clpctl_reason(details) if details else body.get("error") or "no reason given"
+        elif details is not None and not isinstance(details, str):
+            details = json.dumps(details)
+        reason = clpctl_reason(details) if details else str(body.get("error") or "no reason given")
         raise error(f"gateway: {what}: HTTP {response.status_code}: {reason}")
