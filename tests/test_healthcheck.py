@@ -43,12 +43,12 @@ def test_ping_body_longer_than_limit_is_cut_to_100_kb(session):
 
 @responses.activate
 def test_ping_connection_error_only_logs_a_warning(session, caplog):
-    responses.post(URL + "/start", body=requests.ConnectionError("Connection refused"))
+    responses.post(URL + "/start", body=requests.ConnectionError(f"Max retries exceeded with url: {URL}/start"))
 
     ping(session, URL, "start")
 
     warning, = [record for record in caplog.records if record.levelno == logging.WARNING]
-    assert warning.getMessage() == "Monitoring ping (start) failed: Connection refused"
+    assert warning.getMessage() == "Monitoring ping (start) failed: ConnectionError"  # the URL is the check's key
 
 
 @responses.activate

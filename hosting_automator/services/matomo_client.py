@@ -75,9 +75,9 @@ class MatomoClient:
                         error=MatomoError, what=method)
         try:
             answer = response.json()
-        except ValueError:
+        except ValueError as err:
             raise MatomoError(f"{method}: HTTP {response.status_code} with a body that is not JSON: "
-                              f"{body_excerpt(response)}") from None
+                              f"{body_excerpt(response)}") from err
         # Matomo reports most errors with HTTP 200: the body decides.
         if isinstance(answer, dict) and answer.get("result") == "error":
             raise MatomoError(f"{method}: {_explain(html.unescape(str(answer.get('message') or 'no message')))}")
@@ -87,10 +87,10 @@ class MatomoClient:
 
 
 def _site_id(value, method):
-    try:
-        site_id = int(value)
-    except (TypeError, ValueError):
-        raise MatomoError(f"{method} answered idSite {value!r}, which is not a number") from None
+    """Matomo sends ids as 5 or "5"; anything else (true, 5.9, "abc") is not an id to store."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdecimal():
+        raise MatomoError(f"{method} answered idSite {value!r}, which is not a number")
+    site_id = int(value)
     if site_id <= 0:
         raise MatomoError(f"{method} answered idSite {site_id}, which is not a site")
     return site_id
