@@ -126,3 +126,20 @@ def test_command_without_settings_prints_every_missing_one_and_exits_2(tmp_path)
     for name in REQUIRED:
         assert f"{name} is not set" in result.stderr
     assert result.stderr.count("hosting-automator:") == 1
+
+
+def test_load_settings_unreadable_env_file_line_is_a_problem_that_never_shows_the_value(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "SUPABASE_URL=https://project.supabase.co\n"
+        "SUPABASE_SERVICE_KEY='sb_secret_unterminated\n"
+        "MATOMO_API_URL=https://stats.example.org\nMATOMO_API_TOKEN=t\n")
+    problems = problems_of({})
+    assert ".env line 2 cannot be read (starts with 'SUPABASE_SERVICE_KEY')" in problems
+    assert not any("sb_secret_unterminated" in problem for problem in problems)
+
+
+def test_load_settings_non_ascii_digits_are_refused_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert problems_of(dict(REQUIRED, MAX_SITES_PER_RUN="²")) == [
+        "MAX_SITES_PER_RUN must be a whole number of at least 0, got '²'"]

@@ -78,9 +78,7 @@ def load_settings(env_file=None, environ=None):
     elif Path(".env").is_file():
         used_env_file = ".env"
     if used_env_file:
-        from dotenv import dotenv_values  # only paid for when there is a file to read
-
-        values.update({key: value for key, value in dotenv_values(used_env_file).items() if value is not None})
+        values.update(_read_env_file(used_env_file, problems))
     values.update({key: value for key, value in environ.items() if value != ""})
     reader = _Reader(values, problems)
 
@@ -129,6 +127,22 @@ def load_settings(env_file=None, environ=None):
     if problems:
         raise ConfigurationError(problems)
     return Settings(**settings)
+
+
+def _read_env_file(path, problems):
+    """The file's settings; a line python-dotenv cannot parse is a problem, not a setting silently dropped."""
+    import logging
+
+    from dotenv import dotenv_values  # only paid for when there is a file to read
+    from dotenv.parser import parse_stream
+
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                name = binding.original.string.split("=", 1)[0].strip()[:40]  # never the value: it may be a key
+                problems.append(f"{path} line {binding.original.line} cannot be read (starts with {name!r})")
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)  # reported above, in the one message
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def matomo_api_endpoint(url):
@@ -188,7 +202,7 @@ class _Reader:
         value = self.text(name)
         if value is None:
             return default
-        if not value.isdigit() or int(value) < minimum:
+        if not (value.isascii() and value.isdigit()) or int(value) < minimum:
             self.problems.append(f"{name} must be a whole number of at least {minimum}, got {value!r}")
             return default
         return int(value)
