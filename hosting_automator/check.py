@@ -7,7 +7,7 @@ from hosting_automator.errors import HostingAutomatorError
 
 def run_checks(settings, services=None, out=print):
     from hosting_automator.core.retry import RetryPolicy
-    from hosting_automator.main import Services
+    from hosting_automator.services import Services
 
     services = services or Services(settings, RetryPolicy(attempts=1))
     mode = "clpctl HTTP gateway" if settings.uses_gateway else f"clpctl at {settings.cloudpanel_clpctl}"

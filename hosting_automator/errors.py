@@ -26,8 +26,6 @@ class ServiceError(HostingAutomatorError):
     retry_after: seconds the service asked us to wait, when it said so.
     """
 
-    service = "service"
-
     def __init__(self, message, transient=False, retry_after=None):
         super().__init__(message)
         self.transient = transient
@@ -35,19 +33,19 @@ class ServiceError(HostingAutomatorError):
 
 
 class CloudPanelError(ServiceError):
-    service = "CloudPanel"
+    """clpctl or the gateway refused or failed; the site fails as `CloudPanel: …`."""
 
 
 class CertificateError(ServiceError):
-    service = "SSL"
+    """The Let's Encrypt certificate could not be installed; the site fails as `SSL: …`."""
 
 
 class MatomoError(ServiceError):
-    service = "Matomo"
+    """Matomo refused or failed; only a warning, the site still goes live."""
 
 
 class SupabaseError(ServiceError):
-    service = "Supabase"
+    """Reading or writing the sites table failed."""
 
 
 class SupabaseSetupError(SupabaseError):

@@ -12,6 +12,7 @@ from hosting_automator.core.lock import RunLock
 from hosting_automator.core.logging_setup import configure_logging, secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, RunInterrupted
+from hosting_automator.services import Services
 
 logger = logging.getLogger("hosting_automator")
 
@@ -39,69 +40,9 @@ def parse_arguments(argv):
 
 
 def _positive_int(text):
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return int(text)
-
-
-class Services:
-    """Each client is built on first use and kept for the run: one connection pool per service."""
-
-    def __init__(self, settings, retry, workers=1, lock_fd=None):
-        self.settings = settings
-        self.retry = retry
-        self.workers = workers
-        self.lock_fd = lock_fd
-
-    @functools.cached_property
-    def http(self):
-        from hosting_automator.core.http import new_session
-
-        return new_session(self.settings.http_timeout, pool_size=self.workers)
-
-    @functools.cached_property
-    def supabase(self):
-        from hosting_automator.services.supabase_client import SupabaseClient
-
-        s = self.settings
-        return SupabaseClient(s.supabase_url, s.supabase_service_key, s.sites_table, s.http_timeout, self.retry,
-                              pool_size=self.workers)
-
-    @functools.cached_property
-    def cloudpanel(self):
-        from hosting_automator.services.cloudpanel_client import ClpctlClient, GatewayClient
-
-        s = self.settings
-        if s.uses_gateway:
-            return GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token, self.http, s.cloudpanel_concurrency)
-        return ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency, self.lock_fd)
-
-    @functools.cached_property
-    def matomo(self):
-        from hosting_automator.services.matomo_client import MatomoClient
-
-        s = self.settings
-        return MatomoClient(s.matomo_api_url, s.matomo_api_token, self.http, self.retry,
-                            s.matomo_site_timezone, s.matomo_site_currency)
-
-    @functools.cached_property
-    def _trust_store(self):
-        from hosting_automator.services.served_certificate import trust_store
-
-        return trust_store()
-
-    def served_certificate(self, domain):
-        from hosting_automator.services.served_certificate import served_certificate
-
-        s = self.settings
-        return served_certificate(domain, s.cloudpanel_https_host, s.cloudpanel_https_port, s.http_timeout,
-                                  context=self._trust_store)
-
-    def close(self):
-        if "supabase" in self.__dict__:
-            self.supabase.close()
-        if "http" in self.__dict__:
-            self.http.close()
 
 
 def main(argv=None):
@@ -128,8 +69,9 @@ def main(argv=None):
         return run_checks(settings)
     try:
         return run(settings, arguments, recent_lines)
-    except Exception:  # a bug: say so in the log, still exit as cron expects
+    except Exception as err:  # a bug: say so in the log, still exit as cron expects
         logger.exception("The run stopped on an unexpected error")
+        _report(arguments, [], f"Run aborted: unexpected error {err.__class__.__name__}: {err}", EXIT_FAILED)
         return EXIT_FAILED
 
 
@@ -143,7 +85,9 @@ def run(settings, arguments, recent_lines):
     if not dry_run:  # a dry run changes nothing, so it may look while a run works
         try:
             if not lock.acquire():
-                logger.info("Another run is in progress (%s is locked); this one does nothing", settings.lock_file)
+                summary = f"Another run is in progress ({settings.lock_file} is locked); this one does nothing"
+                logger.info("%s", summary)
+                _report(arguments, [], summary, EXIT_OK)
                 return EXIT_OK
         except OSError as err:
             logger.error("LOCK_FILE %s cannot be opened (%s)", settings.lock_file, err.strerror)
@@ -175,6 +119,8 @@ def _finish(settings, arguments, services, pipeline, outcomes, interrupted, rece
     failed = any(outcome.is_failure for outcome in outcomes)
     exit_code = EXIT_FAILED if failed or pipeline.aborted or interrupted else EXIT_OK
     summary = report.summary_line(outcomes, pipeline.aborted, interrupted, dry_run)
+    if services.retry.retries:
+        logger.info("Transient failures retried: %d", services.retry.retries)
     if exit_code == EXIT_OK:
         logger.info("%s", summary)
     else:
@@ -182,19 +128,22 @@ def _finish(settings, arguments, services, pipeline, outcomes, interrupted, rece
     if settings.healthcheck_url:
         body = summary + "\n\n" + "\n".join(recent_lines.lines)
         ping(services.http, settings.healthcheck_url, "success" if exit_code == EXIT_OK else "fail", body, dry_run)
-    if arguments.json:
-        for chunk in report.json_chunks(outcomes, summary, exit_code, dry_run):
-            sys.stdout.write(secret_values.mask(chunk))
-    else:
-        shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
-        if shown:
-            _print_masked(report.as_table(shown))
+    _report(arguments, outcomes, summary, exit_code)
     return exit_code
 
 
-def _print_masked(text):
-    """stdout does not pass through the logging filters: mask here, the one place the run prints."""
-    print(secret_values.mask(text))
+def _report(arguments, outcomes, summary, exit_code):
+    """What the run did, on stdout: JSON with --json (always a document, even when nothing ran), else the table
+    (failures only with -q). stdout does not pass through the logging filters: masked here."""
+    from hosting_automator import report
+
+    if arguments.json:
+        for chunk in report.json_chunks(outcomes, summary, exit_code, arguments.dry_run):
+            sys.stdout.write(secret_values.mask(chunk))
+        return
+    shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
+    if shown:
+        print(secret_values.mask(report.as_table(shown)))
 
 
 def _sleep_unless_stopped(stop, seconds):

@@ -85,6 +85,8 @@ class Pipeline:
             except SupabaseError as err:
                 self.aborted = f"cannot read the pending sites: {err}"
                 logger.error("%s", self.aborted)
+            except RunInterrupted:
+                pass  # a signal ended a retry's wait while reading: no site is started, the summary says why
             for _ in range(capacity):  # every slot back means every site is done; short waits let signals in
                 while not in_flight.acquire(timeout=0.2):
                     pass

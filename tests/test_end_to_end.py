@@ -274,3 +274,14 @@ def test_env_file_readable_by_others_is_warned_about(standins):
     os.chmod(env_file, 0o600)
     result = run_job(standins, "--env-file", env_file, overrides=overrides)
     assert "other users can read it" not in result.log.split("Run finished")[-1]
+
+
+def test_verbose_shows_each_command_and_request_on_the_console_but_not_in_the_file(standins):
+    add_rows(standins, {"domain": "verbose.example.test"})
+    result = run_job(standins, "-v")
+    user = site_user_for("verbose.example.test")
+    assert (f"DEBUG [verbose.example.test] Running {standins.clpctl_path} site:add:static "
+            f"--domainName=verbose.example.test --siteUser={user} --siteUserPassword=***") in result.stderr
+    assert "DEBUG [verbose.example.test] POST " + standins.matomo.url in result.stderr
+    assert "DEBUG Read 1 pending rows after id None" in result.stderr
+    assert " DEBUG " not in result.log  # the file keeps INFO and up

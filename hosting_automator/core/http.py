@@ -2,11 +2,14 @@
 transient (worth retrying) and final, so the services only interpret bodies."""
 
 import email.utils
+import logging
 import os
 import time
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_USER_AGENT = "hosting-automator"
-TRANSIENT_STATUSES = {429, 502, 503, 504}
+TRANSIENT_STATUSES = {429, 502, 503, 504, 520}  # 520: Cloudflare's "the origin answered something odd"
 
 
 def new_session(timeout, pool_size=1):
@@ -56,9 +59,10 @@ def send(session, method, url, *, error, what, **kwargs):
         waited = f" within {timeout:g} s" if isinstance(timeout, (int, float)) else ""
         raise error(f"{what}: no answer{waited} (timeout)", transient=True) from err
     except requests.ConnectionError as err:
-        raise error(f"{what}: cannot connect ({_first_line(err)})", transient=True) from err
+        raise error(f"{what}: cannot connect ({first_line(err)})", transient=True) from err
     except requests.RequestException as err:
-        raise error(f"{what}: request failed ({_first_line(err)})") from err
+        raise error(f"{what}: request failed ({first_line(err)})") from err
+    logger.debug("%s %s: HTTP %d", method, url, response.status_code)
     if response.status_code in TRANSIENT_STATUSES:
         raise error(
             f"{what}: HTTP {response.status_code} {response.reason or ''}".rstrip(),
@@ -93,7 +97,8 @@ def retry_after_seconds(value, now=None):
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-def _first_line(err):
+def first_line(err):
+    """The first line of an exception's message, or its class when it has none."""
     text = str(err).strip().splitlines()
     return text[0][:200] if text else err.__class__.__name__
 
