@@ -438,6 +438,16 @@ def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_
     assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
 
 
+@pytest.mark.parametrize("details, reason", [({"code": 1, "out": "boom"}, '{"code": 1, "out": "boom"}'), (5, "5")])
+@responses.activate
+def test_gateway_details_of_another_shape_are_shown_not_a_crash(gateway, details, reason):
+    responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
+                                              "details": details})
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
+    assert str(caught.value) == f"gateway: add the static site: HTTP 500: {reason}"
+
+
 @responses.activate
 def test_gateway_create_static_site_500_without_details_says_failed_to_add(gateway):
     responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site"})

@@ -437,3 +437,26 @@ def test_final_write_landed_but_answer_lost_counts_as_written(three, uninterrupt
     time.sleep(0.5)  # the late write of the first attempt lands now: conditional, so it changes nothing
     assert end_state(three) == uninterrupted
     assert [id_ for id_, _ in three.postgrest.patches].count(row_id(three, TARGET)) == 1
+
+
+def test_json_while_another_run_holds_the_lock_is_still_a_document(three):
+    import json
+
+    with open(three.env["LOCK_FILE"], "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_job(three, "--json")
+    document = json.loads(result.stdout)
+    assert (result.returncode, document["exit_code"], document["sites"]) == (0, 0, [])
+    assert document["summary"].startswith("Another run is in progress")
+
+
+def test_signal_while_reading_waits_to_retry_ends_cleanly(three):
+    three.postgrest.fault = lambda request: Fault.status(503, {"message": "down"}, headers={"Retry-After": "30"})
+    process = start_job(three)
+    wait_for(lambda: "read the pending sites failed" in read_log(three), what="the read to be retried")
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
+    log = read_log(three)
+    assert process.returncode == 1
+    assert "Traceback" not in log + stderr
+    assert "ERROR Run interrupted: 0 active (0 without Matomo), 0 failed" in log

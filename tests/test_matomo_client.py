@@ -183,7 +183,8 @@ def test_find_site_answer_that_is_not_a_list_raises_matomo_error(matomo):
 
 
 @pytest.mark.parametrize("answer, shown", [('{"value": "abc"}', "'abc'"), ('{"value": null}', "None"),
-                                           ('{"ok": true}', "None")])
+                                           ('{"ok": true}', "None"), ('{"value": true}', "True"),
+                                           ('{"value": 5.9}', "5.9"), ('{"value": "-3"}', "'-3'")])
 @responses.activate
 def test_create_tracking_site_add_answer_without_numeric_id_raises_not_a_number(matomo, answer, shown):
     script((LOOKUP, 200, "[]"), (ADD, 200, answer))
