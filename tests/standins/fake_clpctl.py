@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS certificate_request (
     subject_alternative_name TEXT,
     requested_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS certificate_request_domain_name ON certificate_request (domain_name, requested_at);
 CREATE TABLE IF NOT EXISTS call (
     id INTEGER PRIMARY KEY,
     argv_json TEXT NOT NULL,
@@ -220,12 +221,16 @@ def run_detailed(argv, db_path, control_path=None, hang=None):
     `hang` is called for the "hang" behaviour (default: start `sleep 600` and sleep 600 s); when it returns,
     the command then does its work normally.
     """
-    argv = list(argv)
     conn = connect(db_path)
     try:
-        return _run(conn, argv, control_path, hang or _hang_for_real)
+        return run_on(conn, argv, control_path, hang)
     finally:
         conn.close()
+
+
+def run_on(conn, argv, control_path=None, hang=None):
+    """run_detailed() on a connection from connect(), which a long-lived caller (the gateway) may keep."""
+    return _run(conn, list(argv), control_path, hang or _hang_for_real)
 
 
 def _record(conn, argv, exit_code):

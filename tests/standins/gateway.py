@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import threading
 import time
 
 from . import fake_clpctl
@@ -28,10 +31,48 @@ class FakeGateway(HTTPStandin):
         self.api_key = api_key
         self.control_path = str(control_path) if control_path else None
         self.hang_seconds = 5.0
+        self._local = threading.local()  # per handler thread: (connection, (st_dev, st_ino) of the file)
         fake_clpctl.connect(self.db_path).close()
 
     def _hang(self):
         time.sleep(self.hang_seconds)
+
+    @staticmethod
+    def _file_id(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _drop_connection(self):
+        db, self._local.db = getattr(self._local, "db", None), None
+        if db is not None:
+            try:
+                db[0].close()
+            except sqlite3.Error:
+                pass
+
+    def _run_clpctl(self, argv):
+        """fake_clpctl.run_detailed() on this thread's kept connection (opening one per call, and reading the
+        schema again, cost more than the command). A new connection when the file was replaced or removed, or
+        after a command failed half-way, so each call sees what a fresh connection would."""
+        file_id = self._file_id(self.db_path)
+        db = getattr(self._local, "db", None)
+        if db is not None and (file_id is None or db[1] != file_id):
+            self._drop_connection()
+            db = None
+        if db is None:
+            conn = fake_clpctl.connect(self.db_path)
+            db = self._local.db = (conn, self._file_id(self.db_path))
+        conn, done = db[0], False
+        try:
+            result = fake_clpctl.run_on(conn, argv, self.control_path, hang=self._hang)
+            done = True
+            return result
+        finally:
+            if not done or conn.in_transaction:
+                self._drop_connection()
 
     def handle(self, request):
         method, path = request["method"], request["path"].rstrip("/") or "/"
@@ -57,7 +98,7 @@ class FakeGateway(HTTPStandin):
             return json_response(400, {"success": False, "error": "Validation Error", "details": details})
         argv = [command] + [f"--{name}={body[name]}" for name in allowed
                             if isinstance(body.get(name), str) and body.get(name)]
-        result = fake_clpctl.run_detailed(argv, self.db_path, self.control_path, hang=self._hang)
+        result = self._run_clpctl(argv)
         if result.exit_code == 0:
             response = json_response(200, {"success": True, "message": result.output,
                                            "data": {"output": result.output}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from urllib.parse import parse_qs
@@ -13,6 +14,9 @@ TOKEN_MESSAGE = ("Unable to authenticate with the provided token. It is either i
 SUPERUSER_MESSAGE = "You can't access this resource as it requires a 'superuser' access."
 VERSION = "5.2.0"
 _URLS_KEY = re.compile(r"^urls\[(\d*)\]$")
+_URL_RE = re.compile(r"^(([A-Za-z][A-Za-z0-9+.-]*)?:)?//.+$")
+_TIMEZONE_RE = re.compile(r"^(UTC([+-]\d{1,2}(\.5)?)?|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+)+)$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 def _entities(text):
@@ -47,6 +51,49 @@ def _scheme_variants(url):
     return {v.lower() for v in (url, "http://" + host, "https://" + host)}
 
 
+class _SiteTable(dict):
+    """The `sites` dict: a plain dict that counts the changes made to its own entries (not to the site dicts
+    inside), so that FakeMatomo's URL index notices a test adding, replacing or removing a site directly."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.version = 0
+
+    def __setitem__(self, key, value):
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.version += 1
+        super().__delitem__(key)
+
+    def __ior__(self, other):
+        self.version += 1
+        return super().__ior__(other)
+
+    def pop(self, *args):
+        self.version += 1
+        return super().pop(*args)
+
+    def popitem(self):
+        self.version += 1
+        return super().popitem()
+
+    def clear(self):
+        self.version += 1
+        super().clear()
+
+    def update(self, *args, **kwargs):
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key, default=None):
+        self.version += 1
+        return super().setdefault(key, default)
+
+
 class FakeMatomo(HTTPStandin):
     """Matomo API stand-in. Sites live in `sites`: id -> {"name", "urls", "timezone", "currency"}."""
 
@@ -58,9 +105,16 @@ class FakeMatomo(HTTPStandin):
         self.superuser = superuser
         # Real Matomo's lookup also ignores a leading "www." (getNormalizedUrls); False: only scheme and slash.
         self.match_www_variants = True
-        self.sites = {}
+        self.sites = _SiteTable()
         self.on_add_site = None  # callback(site_id) after a site is created, before answering
         self._next_id = 1
+        # URL index: lower-cased stored URL -> sorted ids of the sites that have it. Valid while `sites` is the
+        # same _SiteTable at the same version: adding/replacing/removing an entry directly makes find() rebuild it,
+        # and a plain dict assigned to `sites` is scanned. Editing a stored site's "urls" list in place is not
+        # noticed: replace the site (`sites[id] = {...}`) instead.
+        self._url_index = {}
+        self._indexed_table = self.sites
+        self._indexed_version = self.sites.version
 
     # -- direct access for tests ------------------------------------------------------------------------------
     def add_site(self, name, urls, timezone="UTC", currency="USD"):
@@ -75,15 +129,51 @@ class FakeMatomo(HTTPStandin):
             u = _strip_url(u)
             if u and u not in clean:
                 clean.append(u)
+        index_current = self._index_current()
         self.sites[site_id] = {"name": name, "urls": clean, "timezone": timezone, "currency": currency}
+        if index_current:
+            self._index_site(site_id, clean)
+            self._indexed_version = self.sites.version
         return site_id
 
+    def _index_current(self):
+        sites = self.sites
+        return sites is self._indexed_table and type(sites) is _SiteTable and sites.version == self._indexed_version
+
+    def _index_site(self, site_id, urls):
+        for key in {u.lower() for u in urls}:
+            ids = self._url_index.get(key)
+            if ids is None:
+                self._url_index[key] = [site_id]
+            elif ids[-1] < site_id:
+                ids.append(site_id)
+            else:
+                bisect.insort(ids, site_id)
+
+    def _rebuild_index(self):
+        self._url_index = {}
+        for site_id, site in sorted(self.sites.items()):
+            self._index_site(site_id, site["urls"])
+        self._indexed_table = self.sites
+        self._indexed_version = self.sites.version
+
     def find(self, url):
-        """Ids of the sites a getSitesIdFromSiteUrl(url) call would return."""
+        """Ids of the sites a getSitesIdFromSiteUrl(url) call would return: those with a URL (compared
+        lower-cased) among the variants of `url`, by id."""
         variants = _lookup_variants(url) if self.match_www_variants else _scheme_variants(url)
         with self.lock:
-            return [sid for sid, site in sorted(self.sites.items())
-                    if any(u.lower() in variants for u in site["urls"])]
+            if type(self.sites) is not _SiteTable:  # a test assigned another mapping: scan it, as before
+                return [sid for sid, site in sorted(self.sites.items())
+                        if any(u.lower() in variants for u in site["urls"])]
+            if not self._index_current():
+                self._rebuild_index()
+            index = self._url_index
+            hits = [index[v] for v in variants if v in index]
+            if not hits:
+                return []
+            if len(hits) == 1:
+                return list(hits[0])
+            return sorted(set().union(*hits))
 
     # -- HTTP -------------------------------------------------------------------------------------------------
     def handle(self, request):
@@ -182,13 +272,13 @@ class FakeMatomo(HTTPStandin):
                 raise _ApiError("The site name can't be empty.")
             urls = [_strip_url(u) for u in self._urls(query, form) if u.strip()]
             for u in urls:
-                if not re.match(r"^(([A-Za-z][A-Za-z0-9+.-]*)?:)?//.+$", u):
+                if not _URL_RE.match(u):
                     raise _ApiError(f"The url '{u}' is not a valid URL.")
             tz = (params.get("timezone") or "").strip() or "UTC"
-            if not re.match(r"^(UTC([+-]\d{1,2}(\.5)?)?|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+)+)$", tz):
+            if not _TIMEZONE_RE.match(tz):
                 raise _ApiError(f'The timezone "{tz}" is not valid. Please enter a valid timezone.')
             currency = (params.get("currency") or "").strip() or "USD"
-            if not re.match(r"^[A-Z]{3}$", currency):
+            if not _CURRENCY_RE.match(currency):
                 raise _ApiError(f'The currency "{currency}" is not valid. '
                                 "Please enter a valid currency symbol (eg. USD, EUR, etc.)")
             with self.lock:

@@ -15,6 +15,7 @@ STATUS_HOSTING_VALUES = ("pending", "active", "failed")
 INTEGER_COLUMNS = {"id": "bigint", "matomo_id": "integer"}
 RESERVED_PARAMS = {"select", "order", "limit", "offset", "on_conflict", "columns"}
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "in", "is", "like", "ilike"}
+_COMPARISONS = {"eq", "neq", "gt", "gte", "lt", "lte"}
 _INT_RE = re.compile(r"^-?\d+$")
 
 
@@ -97,7 +98,7 @@ def _like_regex(pattern, flags=0):
 
 
 class _Filter:
-    __slots__ = ("col", "op", "value", "negate")
+    __slots__ = ("col", "op", "value", "negate", "lit_int")
 
     def __init__(self, col, raw):
         self.col = col
@@ -122,6 +123,8 @@ class _Filter:
         elif op == "ilike":
             value = _like_regex(value, re.IGNORECASE)
         self.value = value
+        # the literal as an integer when _compare would compare numerically with an integer-like row value
+        self.lit_int = int(value) if op in _COMPARISONS and _is_int(value) else None
 
     def matches(self, row):
         v = row.get(self.col)
@@ -151,6 +154,69 @@ class _Filter:
         else:  # like / ilike
             r = bool(lit.match(_text(v)))
         return r != self.negate
+
+
+_FAST_TESTS = {"eq": lambda c: c == 0, "neq": lambda c: c != 0, "gt": lambda c: c > 0, "gte": lambda c: c >= 0,
+               "lt": lambda c: c < 0, "lte": lambda c: c <= 0}
+
+
+def _predicate(f):
+    """f.matches, specialised for the usual case (a comparison, a str or int row value); anything else goes to
+    f.matches itself, so the answer is always the same."""
+    if f.op not in _COMPARISONS:
+        return f.matches
+    col, lit, lit_int, negate, slow = f.col, f.value, f.lit_int, f.negate, f.matches
+    if f.op in ("eq", "neq"):
+        want = (f.op == "eq") != negate  # the answer when the values are equal
+
+        if lit_int is None:
+            def check(row):
+                v = row.get(col)
+                if type(v) is str:
+                    return (v == lit) == want
+                return slow(row)
+        else:
+            def check(row):
+                v = row.get(col)
+                t = type(v)
+                if t is int:
+                    return (v == lit_int) == want
+                if t is str:
+                    return ((int(v) == lit_int) if _INT_RE.match(v) else (v == lit)) == want
+                return slow(row)
+        return check
+    test = _FAST_TESTS[f.op]
+
+    def check(row):
+        v = row.get(col)
+        t = type(v)
+        if t is str:
+            if lit_int is not None and _INT_RE.match(v):
+                a, b = int(v), lit_int
+            else:
+                a, b = v, lit
+        elif t is int and lit_int is not None:
+            a, b = v, lit_int
+        else:
+            return slow(row)
+        return test((a > b) - (a < b)) != negate
+    return check
+
+
+def _all_match(filters):
+    """A predicate row -> bool: every filter matches (same order and short-circuit as all())."""
+    checks = [_predicate(f) for f in filters]
+    if not checks:
+        return lambda row: True
+    if len(checks) == 1:
+        return checks[0]
+
+    def every(row):
+        for check in checks:
+            if not check(row):
+                return False
+        return True
+    return every
 
 
 class FakePostgrest(HTTPStandin):
@@ -316,7 +382,8 @@ class FakePostgrest(HTTPStandin):
         return {alias: row.get(col) for alias, col in select}
 
     def _candidate_keys(self, filters):
-        """Keys worth scanning, in id order: narrowed by an `id=eq.`, `id=gt.` or `id=gte.` filter."""
+        """Keys worth scanning, in id order: narrowed by an `id=eq.`, `id=gt.` or `id=gte.` filter. An iterator
+        over the sorted key list from the first candidate on (no copy of the rest of the table)."""
         for f in filters:
             if f.col == "id" and not f.negate and f.op == "eq":
                 key = _id_key(f.value)
@@ -327,25 +394,28 @@ class FakePostgrest(HTTPStandin):
                 key = _id_key(f.value)
                 pos = (bisect.bisect_right if f.op == "gt" else bisect.bisect_left)(self._keys, key)
                 start = max(start, pos)
-        return self._keys[start:] if start else self._keys
+        keys = self._keys
+        return map(keys.__getitem__, range(start, len(keys))) if start else iter(keys)
 
     def _matching(self, filters, order, limit=None, offset=0, need_total=False):
         """(selected rows, total or None). Stops early when ordered by id and no total is needed."""
         by_id_asc = order == [("id", False, None)] or order == [("id", False, "nullslast")]
         keys = self._candidate_keys(filters)
+        match = _all_match(filters)
+        rows_by_key = self._rows
         if by_id_asc and not need_total:
             stop = None if limit is None else offset + limit
             out = []
             if stop == 0:
                 return out, None
             for k in keys:
-                row = self._rows[k]
-                if all(f.matches(row) for f in filters):
+                row = rows_by_key[k]
+                if match(row):
                     out.append(row)
                     if stop is not None and len(out) >= stop:
                         break
             return out[offset:], None
-        rows = [self._rows[k] for k in keys if all(f.matches(self._rows[k]) for f in filters)]
+        rows = [row for row in map(rows_by_key.__getitem__, keys) if match(row)]
         for col, desc, nulls in reversed(order):
             nulls_first = (nulls == "nullsfirst") if nulls else desc  # PostgreSQL: NULLS LAST for ASC
             non_null = [r for r in rows if r.get(col) is not None]
@@ -423,8 +493,8 @@ class FakePostgrest(HTTPStandin):
         representation = "return=representation" in request["headers"].get("prefer", "")
         changed = []
         with self.lock:
-            targets = [self._rows[k] for k in self._candidate_keys(filters)
-                       if all(f.matches(self._rows[k]) for f in filters)]
+            match = _all_match(filters)
+            targets = [row for row in map(self._rows.__getitem__, self._candidate_keys(filters)) if match(row)]
             for row in targets:  # all or nothing, like one UPDATE statement
                 self._check_constraint({**row, **body})
             for row in targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import ssl
@@ -41,6 +42,7 @@ class FakeHttpsServer:
         self.certificates = {}
         self.handshakes = []          # SNI names seen (None when the client sent none)
         self.requests_log = []        # {method: "TLS", path: sni, query: {}, headers: {}, body: ""}
+        self.record_requests = True   # False: requests_log stays as it is (long benchmarks), like the HTTP ones
         self.fault = None             # drop/after_drop/delay honoured; status -> drop
         self.latency = 0.0
         self.injected_latency_seconds = 0.0
@@ -52,6 +54,8 @@ class FakeHttpsServer:
         self._port = 0
         self._stopping = threading.Event()
         self._local = threading.local()
+        self._db_lock = threading.Lock()
+        self._db = None               # (read-only connection, (st_dev, st_ino) of the file it opened)
         self._base = self._make_base_context()
 
     # -- life cycle -----------------------------------------------------------------------------------------
@@ -79,6 +83,8 @@ class FakeHttpsServer:
             self._thread.join(timeout=5)
             self._thread = None
         sock.close()
+        with self._db_lock:
+            self._close_db()
 
     def __enter__(self):
         return self.start()
@@ -132,18 +138,45 @@ class FakeHttpsServer:
                     value = self.certificates[n]
                     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         if self.db_path:
-            try:
-                conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
-                try:
-                    row = conn.execute("SELECT MAX(requested_at) FROM certificate_request WHERE domain_name IN (?, ?)",
-                                       names).fetchone()
-                finally:
-                    conn.close()
-            except sqlite3.Error:
-                row = None
+            row = self._latest_request(names)
             if row and row[0]:
                 return _parse_time(row[0]) + LETS_ENCRYPT_LIFETIME
         return None
+
+    def _latest_request(self, names):
+        """(MAX(requested_at),) over the certificate requests of `names`, or None when the db cannot be read.
+
+        One read-only connection is kept and reused while the file is the same (device, inode); autocommit and
+        fully stepped statements, so every query sees the latest committed requests, as a new connection would.
+        """
+        with self._db_lock:
+            try:
+                st = os.stat(self.db_path)
+            except OSError:
+                self._close_db()
+                return None
+            ident = (st.st_dev, st.st_ino)
+            if self._db is not None and self._db[1] != ident:
+                self._close_db()
+            try:
+                if self._db is None:
+                    conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30,
+                                           isolation_level=None, check_same_thread=False)
+                    self._db = (conn, ident)
+                rows = self._db[0].execute(
+                    "SELECT MAX(requested_at) FROM certificate_request WHERE domain_name IN (?, ?)", names).fetchall()
+            except sqlite3.Error:
+                self._close_db()  # e.g. no table yet: open a fresh connection next time
+                return None
+            return rows[0] if rows else None
+
+    def _close_db(self):
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db[0].close()
+            except sqlite3.Error:
+                pass
 
     def _sni(self, sslobj, server_name, _ctx):
         name = server_name.lower().rstrip(".") if server_name else None
@@ -177,7 +210,8 @@ class FakeHttpsServer:
         request = {"method": "TLS", "path": "", "query": {}, "headers": {}, "body": ""}
         with self.lock:
             self.request_count += 1
-            self.requests_log.append(request)
+            if self.record_requests:
+                self.requests_log.append(request)
         try:
             if self.latency:
                 time.sleep(self.latency)
