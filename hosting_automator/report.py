@@ -2,7 +2,7 @@
 
 import json
 
-COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error")
+COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
 
 
 def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):

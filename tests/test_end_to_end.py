@@ -88,7 +88,7 @@ def test_run_over_five_sites_leaves_each_row_as_section_3_says(standins, five_si
     assert "Traceback" not in log + result.stderr
     # the same outcome in the table on stdout
     table = result.stdout.splitlines()
-    assert table[0].split() == ["domain", "outcome", "doc_root", "matomo_id", "error"]
+    assert table[0].split() == ["domain", "outcome", "doc_root", "matomo_id", "error", "or", "note"]
     assert [line.split()[:2] for line in table[1:]] == [
         ["ok.example.test", "active"], ["cpfail.example.test", "failed"], ["certfail.example.test", "failed"],
         ["matomofail.example.test", "active"], ["bad", "domain.example.test"]]
