@@ -105,12 +105,7 @@ class Pipeline:
 
     def _selected(self, rows):
         """Apply --domain and the per-run cap while the rows stream past."""
-        wanted = set()
-        for name in self.options.domains:
-            try:
-                wanted.add(normalise_domain(name))
-            except InvalidDomainError:
-                wanted.add(name)
+        wanted = {_normalised_or_raw(name) for name in self.options.domains}
         taken = 0
         for row in rows:
             if self.options.limit is not None and taken >= self.options.limit:
