@@ -157,7 +157,7 @@ def test_soak_random_faults_and_kills_converge_to_one_of_everything(request, tra
             break
         if len(exit_codes) >= MAX_RUNS:
             pytest.fail(f"{len(pending)} rows pending after {MAX_RUNS} runs; exit codes {exit_codes}")
-        process = start_job(standins, overrides=SETTINGS)
+        process = start_job(standins, overrides=SETTINGS, fast_retries=True)  # back-off waits cut 100-fold
         timer = None
         with killer.lock:
             killer.process, killer.armed = process, len(exit_codes) < KILLING_RUNS
