@@ -13,7 +13,7 @@ from tests.standins import Fault
 from tests.test_crash_resume import DOMAINS, JOB_TIMEOUT, end_state, live, seeded, wait_for, wait_for_orphans
 
 FIRST, *REST = DOMAINS
-SLOW_CLPCTL = {"FAKE_CLPCTL_LATENCY_MS": 1000}  # every clpctl call takes 1 s: the signal lands inside one
+SLOW_CLPCTL = {"FAKE_CLPCTL_LATENCY_MS": 3000}  # every clpctl call takes 3 s: the signal lands inside one, even on a busy machine
 
 
 @pytest.fixture
