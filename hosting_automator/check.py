@@ -2,6 +2,7 @@
 
 import os
 
+from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import HostingAutomatorError
 
 
@@ -36,8 +37,8 @@ def run_checks(settings, services=None, out=print):
             results.append((".env", False, f"{settings.env_file} is readable by other users: chmod 600 it"))
         else:
             results.append((".env", True, f"{settings.env_file} is readable by its owner only"))
-    for name, passed, detail in results:
-        out(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
+    for name, passed, detail in results:  # stdout passes no logging filter: mask here (a service may echo a key)
+        out(secret_values.mask(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}"))
     failed = [name for name, passed, _ in results if not passed]
     out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

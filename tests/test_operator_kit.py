@@ -48,6 +48,16 @@ def test_check_wrong_key_and_token_name_the_settings(standins):
     assert "wrong-supabase-key" not in result.stdout + result.stderr + result.log
 
 
+def test_check_never_prints_a_key_a_service_echoes(standins):
+    from tests.standins.faults import Fault
+
+    token = standins.matomo.token
+    standins.matomo.fault = lambda request: Fault.status(200, {"result": "error", "message": f"token {token} expired"})
+    result = run_job(standins, "--check", overrides={"MATOMO_API_TOKEN": token})
+    assert check_lines(result)["FAIL  Matomo"] == "FAIL  Matomo: UsersManager.hasSuperUserAccess: token *** expired"
+    assert token not in result.stdout + result.stderr + result.log
+
+
 def test_check_gateway_reachable_and_key_refused(gateway_standins):
     result = run_job(gateway_standins, "--check")
     assert "gateway " + gateway_standins.gateway.url + " reachable, key accepted" in check_lines(result)["PASS  CloudPanel"]
