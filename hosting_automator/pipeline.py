@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from hosting_automator.core.logging_setup import secret_values, site_context
+from hosting_automator.core.logging_setup import site_context
 from hosting_automator.domains import normalise_domain
 from hosting_automator.errors import (
     CertificateError,
@@ -136,7 +136,7 @@ class Pipeline:
         except Exception as err:  # a bug must not take the other sites down with it
             logger.exception("Unexpected error for %s", _shown_domain(row))
             return SiteOutcome(row.get("id"), _shown_domain(row), NOT_RECORDED,
-                               error=secret_values.mask(f"internal error: {err.__class__.__name__}: {err}"))
+                               error=f"internal error: {err.__class__.__name__}: {err}")
 
     # -- one site, step by step (DESIGN.md section 3) ----------------------------------------------------------
 
@@ -235,7 +235,6 @@ class Pipeline:
 
     def _record(self, row, domain, status, doc_root=None, matomo_id=None, error=None, warning=None):
         """Write the outcome with a conditional update; a failed write leaves the row as read, for the next run."""
-        error = secret_values.mask(error) if error else None
         try:
             written = self.services.supabase.update_site_hosting_status(
                 row["id"], status, doc_root=doc_root, matomo_id=matomo_id, error_message=error,
