@@ -619,3 +619,16 @@ def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_
     assert first == second == f"/home/{site_user_for('example.com')}/htdocs/example.com"
     assert [row["domain_name"] for row in clpctl_state.read_sites(fake_gateway.db_path)] == ["example.com"]
     assert len(clpctl_state.certificate_requests(fake_gateway.db_path, "example.com")) == 1
+
+
+@responses.activate
+def test_gateway_error_field_echoing_the_password_is_masked(gateway, passwords):
+    def echo(request):
+        password = json.loads(request.body)["siteUserPassword"]
+        return 500, {}, json.dumps({"success": False, "error": f"bad password {password}"})
+
+    responses.add_callback(responses.POST, ADD_URL, callback=echo)
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
+    password, = passwords
+    assert str(caught.value) == "gateway: add the static site: HTTP 500: bad password ***"

@@ -269,5 +269,5 @@ class GatewayClient(CloudPanelClient):
             details = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in details)
         elif details is not None and not isinstance(details, str):
             details = json.dumps(details)
-        reason = clpctl_reason(details) if details else str(body.get("error") or "no reason given")
+        reason = clpctl_reason(details or str(body.get("error") or "no reason given"))
         raise error(f"gateway: {what}: HTTP {response.status_code}: {reason}")
