@@ -47,7 +47,7 @@ def query_of(request):
 
 
 def form_of(request):
-    return parse_qsl(request.body, keep_blank_values=True)
+    return parse_qsl(request.body.decode("ascii"), keep_blank_values=True)  # form bodies are ASCII bytes
 
 
 def methods_called():

@@ -19,7 +19,7 @@ def ping(session, url, state, body="", dry_run=False):
     target = url if state == "success" else f"{url}/{state}"
     try:
         response = session.post(target, data=body.encode("utf-8")[:BODY_MAX_BYTES], timeout=PING_TIMEOUT)
-        if response.status_code >= 400:
+        if response.status_code >= 300:  # redirects are not followed
             logger.warning("Monitoring ping (%s) answered HTTP %d", state, response.status_code)
     except Exception as err:  # any failure of the monitor is only a warning
         # the class only: requests' messages carry the URL, whose path is the check's secret key
