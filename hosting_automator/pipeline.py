@@ -149,16 +149,17 @@ class Pipeline:
         with site_context(domain):
             logger.info("Setting up hosting")
             try:  # every attempt looks the site up first, and "already exists" counts as created: none is doubled
-                doc_root = self.services.retry.call(lambda: self.services.cloudpanel.create_static_site(domain),
-                                                    "CloudPanel")
+                site = self.services.retry.call(lambda: self.services.cloudpanel.create_static_site(domain),
+                                                "CloudPanel")
             except CloudPanelError as err:
                 if err.transient:
                     return self._postpone(row, domain, f"CloudPanel: {err}")
                 logger.error("CloudPanel: %s", err)
                 return self._record(row, domain, FAILED, error=f"CloudPanel: {err}")
+            doc_root = site.doc_root
             self._stop_point()
             try:
-                self.ensure_certificate(domain)
+                self.ensure_certificate(domain, new_site=site.created)
             except (CertificateError, CloudPanelError) as err:
                 if err.transient:
                     return self._postpone(row, domain, f"SSL: {err}", doc_root)
@@ -175,15 +176,26 @@ class Pipeline:
             self._stop_point()
             return self._record(row, domain, ACTIVE, doc_root=doc_root, matomo_id=matomo_id, warning=warning)
 
-    def ensure_certificate(self, domain):
-        """Request a certificate unless a valid one is served; every retry looks again, so none is doubled."""
+    def ensure_certificate(self, domain, new_site=False):
+        """Request a certificate unless a valid one is served; every retry looks again, so none is doubled.
+
+        A site created a moment ago serves CloudPanel's self-signed certificate, so its first attempt does not look
+        (that saves a TLS handshake per new site); a retry does look, since a request that
+        timed out may still have installed one."""
+        look = not new_site
 
         def attempt():
-            served = self.services.served_certificate(domain)
-            if served.valid:
-                logger.info("SSL: %s; not requesting another", served.reason)
-                return False
-            logger.info("SSL: requesting a Let's Encrypt certificate (%s)", served.reason)
+            nonlocal look
+            if look:
+                served = self.services.served_certificate(domain)
+                if served.valid:
+                    logger.info("SSL: %s; not requesting another", served.reason)
+                    return False
+                reason = served.reason
+            else:
+                reason = "the site was just created"
+            look = True
+            logger.info("SSL: requesting a Let's Encrypt certificate (%s)", reason)
             self.services.cloudpanel.provision_ssl(domain)
             return True
 

@@ -22,7 +22,7 @@ from hosting_automator.core.logging_setup import MASK, secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
 from hosting_automator.services import cloudpanel_client
 from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, ClpctlClient, GatewayClient,
-                                                          document_root, site_user_for)
+                                                          StaticSite, document_root, site_user_for)
 from tests.standins import clpctl_state
 from tests.standins.gateway import FakeGateway
 
@@ -128,10 +128,10 @@ def test_create_static_site_new_domain_adds_site_with_derived_user(fake_db, capl
     caplog.set_level(logging.INFO)
     client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db)
 
-    doc_root = client.create_static_site("example.com")
+    site = client.create_static_site("example.com")
 
     user = site_user_for("example.com")
-    assert doc_root == f"/home/{user}/htdocs/example.com"
+    assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=True)
     row = clpctl_state.site(fake_db, "example.com")
     assert row["user"] == user and row["type"] == "static"
     assert f"CloudPanel site created (site user {user})" in caplog.messages
@@ -144,7 +144,7 @@ def test_create_static_site_second_time_reads_db_and_adds_nothing(fake_db, caplo
 
     second = client.create_static_site("example.com")
 
-    assert second == first
+    assert second == first._replace(created=False)
     assert len(clpctl_state.read_sites(fake_db)) == 1
     assert [call["argv"][0] for call in clpctl_state.calls(fake_db)] == ["site:add:static"]
     assert f"CloudPanel site exists already (site user {site_user_for('example.com')})" in caplog.messages
@@ -153,9 +153,9 @@ def test_create_static_site_second_time_reads_db_and_adds_nothing(fake_db, caplo
 def test_create_static_site_existing_with_other_user_returns_that_users_doc_root(fake_db):
     clpctl_state.add_site(fake_db, "example.com", "handmade")
 
-    doc_root = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+    site = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
-    assert doc_root == "/home/handmade/htdocs/example.com"
+    assert site == StaticSite("/home/handmade/htdocs/example.com", created=False)
     assert clpctl_state.calls(fake_db) == []
 
 
@@ -166,9 +166,9 @@ def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_an
     clpctl_state.add_site(fake_db, "example.com", user)
     client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=str(tmp_path / "no-such-db.sq3"))
 
-    doc_root = client.create_static_site("example.com")
+    site = client.create_static_site("example.com")
 
-    assert doc_root == f"/home/{user}/htdocs/example.com"
+    assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
     assert len(clpctl_state.read_sites(fake_db)) == 1
     assert [call["exit_code"] for call in clpctl_state.calls(fake_db)] == [1]  # clpctl said "already exists"
     assumed = [record for record in caplog.records if "is assumed" in record.getMessage()]
@@ -312,9 +312,9 @@ def test_clpctl_without_shebang_exec_format_error_falls_back_to_bin_bash(fake_db
                        f'exec "{sys.executable}" "{FAKE_CLPCTL}" "$@"\n')
     wrapper.chmod(0o755)
 
-    doc_root = ClpctlClient(clpctl=str(wrapper), db_path=fake_db).create_static_site("example.com")
+    site = ClpctlClient(clpctl=str(wrapper), db_path=fake_db).create_static_site("example.com")
 
-    assert doc_root == f"/home/{site_user_for('example.com')}/htdocs/example.com"
+    assert site == StaticSite(f"/home/{site_user_for('example.com')}/htdocs/example.com", created=True)
     assert clpctl_state.site(fake_db, "example.com") is not None
     assert [process.args[:2] for process in started] == [["/bin/bash", str(wrapper)]]
 
@@ -412,10 +412,10 @@ CERT_URL = GATEWAY + "/api/letsencrypt/install-certificate"
 def test_gateway_create_static_site_posts_exact_json_with_api_key(gateway, passwords):
     responses.post(ADD_URL, json={"success": True, "message": "Site example.com has been added.", "data": {}})
 
-    doc_root = gateway.create_static_site("example.com")
+    site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
-    assert doc_root == f"/home/{user}/htdocs/example.com"
+    assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=True)
     call, = responses.calls
     assert json.loads(call.request.body) == {"domainName": "example.com", "siteUser": user,
                                              "siteUserPassword": passwords[0]}
@@ -430,10 +430,10 @@ def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_
     responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
                                               "details": "domainName: This value already exists.\n"})
 
-    doc_root = gateway.create_static_site("example.com")
+    site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
-    assert doc_root == f"/home/{user}/htdocs/example.com"
+    assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
     assert len(responses.calls) == 1
     assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
 
@@ -616,7 +616,8 @@ def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_
         second = client.create_static_site("example.com")
         client.provision_ssl("example.com")
 
-    assert first == second == f"/home/{site_user_for('example.com')}/htdocs/example.com"
+    doc_root = f"/home/{site_user_for('example.com')}/htdocs/example.com"
+    assert (first, second) == (StaticSite(doc_root, created=True), StaticSite(doc_root, created=False))
     assert [row["domain_name"] for row in clpctl_state.read_sites(fake_gateway.db_path)] == ["example.com"]
     assert len(clpctl_state.certificate_requests(fake_gateway.db_path, "example.com")) == 1
 

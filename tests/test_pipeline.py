@@ -13,6 +13,7 @@ from hosting_automator.errors import (
     SupabaseSetupError,
 )
 from hosting_automator.pipeline import Pipeline, RunOptions
+from hosting_automator.services.cloudpanel_client import StaticSite
 from hosting_automator.services.served_certificate import ServedCertificate
 
 
@@ -58,8 +59,9 @@ class MemoryCloudPanel:
     def create_static_site(self, domain):
         if domain in self.fail_site:
             raise CloudPanelError(self.fail_site[domain])
+        created = domain not in self.sites
         self.sites.setdefault(domain, "user-" + domain.split(".")[0])
-        return f"/home/{self.sites[domain]}/htdocs/{domain}"
+        return StaticSite(f"/home/{self.sites[domain]}/htdocs/{domain}", created)
 
     def provision_ssl(self, domain):
         if domain in self.fail_certificate:
@@ -88,8 +90,10 @@ class MemoryServices:
         self.matomo = MemoryMatomo()
         self.retry = retry
         self.served = set()
+        self.probes = []
 
     def served_certificate(self, domain):
+        self.probes.append(domain)
         served = domain in self.served or domain in self.cloudpanel.certificates
         return ServedCertificate(served, "served" if served else "none served")
 
@@ -155,11 +159,37 @@ def test_certificate_failure_fails_the_row_keeps_doc_root_and_logs_critical(serv
 
 
 def test_valid_served_certificate_is_not_requested_again(services, caplog):
+    services.cloudpanel.sites["good.example"] = "user-good"  # a rerun: the site was made before
     services.served.add("good.example")
     run(services)
+    assert services.probes == ["good.example"]
     assert services.cloudpanel.certificates == []
     assert services.supabase.rows[1]["status_hosting"] == "active"
     assert "SSL: served; not requesting another" in caplog.text
+
+
+def test_a_site_created_just_now_gets_its_certificate_without_a_look_at_what_is_served(services, caplog):
+    services.served.add("good.example")  # what a look would see is not asked for: the new site serves none
+
+    run(services)
+
+    assert services.probes == []
+    assert services.cloudpanel.certificates == ["good.example"]
+    assert "SSL: requesting a Let's Encrypt certificate (the site was just created)" in caplog.messages
+
+
+def test_after_a_certificate_request_that_timed_out_the_retry_looks_first(services, retry):
+    def times_out_but_installs(domain):
+        services.cloudpanel.certificates.append(domain)
+        raise CertificateError("gateway: install the certificate: no answer within 600 s (timeout)", transient=True)
+
+    services.cloudpanel.provision_ssl = times_out_but_installs
+
+    _, outcomes = run(services)
+
+    assert services.probes == ["good.example"]  # the second attempt looked, found it, and asked no more
+    assert services.cloudpanel.certificates == ["good.example"]
+    assert outcomes[0].outcome == "active" and len(retry.sleep) == 1
 
 
 def test_matomo_failure_is_a_warning_and_the_site_still_goes_live(services, caplog):

@@ -13,6 +13,7 @@ import sqlite3
 import string
 import subprocess
 import threading
+from typing import NamedTuple
 from urllib.parse import quote
 
 from hosting_automator.core.logging_setup import secret_values
@@ -42,6 +43,11 @@ def site_user_for(domain):
         readable = ("s" + readable)[:19].rstrip("-")
     digest = hashlib.sha256(domain.encode("utf-8")).hexdigest()[:12]
     return f"{readable}-{digest}"
+
+
+class StaticSite(NamedTuple):
+    doc_root: str
+    created: bool  # by this call: a site made a moment ago cannot serve a certificate yet
 
 
 def document_root(site_user, domain):
@@ -78,19 +84,19 @@ class CloudPanelClient:
         return None
 
     def create_static_site(self, domain):
-        """Make sure a static site for `domain` exists; return its document root."""
+        """Make sure a static site for `domain` exists; return its document root and whether this call made it."""
         with self._slots:
             site_user = self.existing_site_user(domain)
             if site_user:
                 logger.info("CloudPanel site exists already (site user %s)", site_user)
-                return document_root(site_user, domain)
+                return StaticSite(document_root(site_user, domain), created=False)
             site_user = site_user_for(domain)
             password = new_password()
             try:
                 self._add_static_site(domain, site_user, password)
             except CloudPanelError as err:
                 if DOMAIN_EXISTS in str(err):
-                    return self._document_root_of_existing(domain, site_user)
+                    return StaticSite(self._document_root_of_existing(domain, site_user), created=False)
                 if SITE_USER_EXISTS in str(err):
                     raise CloudPanelError(
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
@@ -99,7 +105,7 @@ class CloudPanelClient:
             finally:
                 secret_values.discard(password)  # used once; every message that held it was masked already
             logger.info("CloudPanel site created (site user %s)", site_user)
-            return document_root(site_user, domain)
+            return StaticSite(document_root(site_user, domain), created=True)
 
     def _document_root_of_existing(self, domain, derived_user):
         site_user = self.existing_site_user(domain)
