@@ -80,6 +80,8 @@ def valid_user(user):
 
 
 def _json_string(text):
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # nothing to escape: the common case, without a loop over every character
     out = ['"']
     for ch in text:
         if ch == '"' or ch == "\\":
