@@ -379,6 +379,16 @@ def test_two_created_sites_get_different_passwords(fake_db, passwords):
     assert len(passwords) == 2 and passwords[0] != passwords[1]
 
 
+def test_password_characters_come_evenly_from_random_bytes_skipping_the_uneven_top(monkeypatch):
+    reads = iter([bytes([0, 61, 62, 247, 248, 255] * 6), bytes(range(32))])  # the first read gives only 24
+    monkeypatch.setattr(cloudpanel_client.secrets, "token_bytes", lambda n: next(reads))
+
+    password = cloudpanel_client.new_password()
+    secret_values.discard(password)
+
+    assert password == "a9a9" * 6 + "abcdefgh"  # 0 -> a, 61 -> 9, 62 -> a, 247 -> 9; 248 and 255 skipped
+
+
 def test_clpctl_check_not_root_says_site_commands_need_root(fake_db, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 

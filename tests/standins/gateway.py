@@ -64,6 +64,9 @@ class FakeGateway(HTTPStandin):
             db = None
         if db is None:
             conn = fake_clpctl.connect(self.db_path)
+            # the rollback journal in memory, not a file made and removed by every command (half of a command's
+            # cost); this stand-in never dies in the middle of a transaction that a test would then read
+            conn.execute("PRAGMA journal_mode=MEMORY")
             db = self._local.db = (conn, self._file_id(self.db_path))
         conn, done = db[0], False
         try:
