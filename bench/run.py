@@ -312,16 +312,30 @@ def print_table(results):
             print(f"  {r['scenario']}: files kept in {r['kept_dir']}")
 
 
+def _median_run(runs, key):
+    """The run with the median `key` (with an even count, the higher of the middle two: the verdict errs strict)."""
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def _runs_text(runs, key, spec):
+    return "" if len(runs) == 1 else f", median of {len(runs)} runs: " + ", ".join(f"{r[key]:{spec}}" for r in runs)
+
+
 def goal_checks(results):
-    """The goals of issue 5, each as (PASS|FAIL|SKIP, text)."""
-    by = {r["scenario"]: r for r in results}
+    """The goals of issue 5, each as (PASS|FAIL|SKIP, text). With --repeat, each goal is judged on the median run
+    (this machine's speed drifts by a fifth from one minute to the next), and every run's figure is shown."""
+    runs_of = {}
+    for r in results:
+        runs_of.setdefault(r["scenario"], []).append(r)
     checks = []
-    medium, large = by.get("medium"), by.get("large")
+    medium_runs, large_runs = runs_of.get("medium"), runs_of.get("large")
+    medium = medium_runs and _median_run(medium_runs, "overhead_ms_per_site")
     if medium:
         value = medium["overhead_ms_per_site"]
-        checks.append(("PASS" if value <= GOAL_OVERHEAD_MS and not medium["failures"] else "FAIL",
+        failed = any(r["failures"] for r in medium_runs)
+        checks.append(("PASS" if value <= GOAL_OVERHEAD_MS and not failed else "FAIL",
                        f"overhead per site at {medium['sites']} sites, zero latency: {value:.2f} ms "
-                       f"(goal <= {GOAL_OVERHEAD_MS:g} ms)"))
+                       f"(goal <= {GOAL_OVERHEAD_MS:g} ms{_runs_text(medium_runs, 'overhead_ms_per_site', '.2f')})"))
     else:
         checks.append(("SKIP", "overhead per site: scenario 'medium' not run"))
     firsts = [(r["first_request_s"], r["scenario"]) for r in results]
@@ -335,19 +349,22 @@ def goal_checks(results):
                            f"start -> first Supabase request: worst {worst:.3f} s ({name}), "
                            f"median {sorted(v for v, _ in firsts)[len(firsts) // 2]:.3f} s "
                            f"(goal <= {GOAL_FIRST_REQUEST_S:g} s)"))
+    large = large_runs and _median_run(large_runs, "peak_rss_mb")
+    medium = medium_runs and _median_run(medium_runs, "peak_rss_mb")
     if large and medium:
         ratio = large["peak_rss_mb"] / medium["peak_rss_mb"]
-        ok = not large["failures"] and ratio <= GOAL_MEMORY_RATIO
+        ok = not any(r["failures"] for r in large_runs) and ratio <= GOAL_MEMORY_RATIO
         checks.append(("PASS" if ok else "FAIL",
                        f"{large['sites']} sites: {'all' if not large['failures'] else 'NOT all'} processed, "
                        f"peak RSS {large['peak_rss_mb']:.1f} MB vs {medium['peak_rss_mb']:.1f} MB at "
                        f"{medium['sites']} = {ratio:.3f}x (goal <= {GOAL_MEMORY_RATIO:g}x)"))
     else:
         checks.append(("SKIP", "flat memory: needs scenarios 'medium' and 'large'"))
-    serial, parallel = by.get("latency-w1"), by.get("latency-w8")
-    if serial and parallel:
+    serial_runs, parallel_runs = runs_of.get("latency-w1"), runs_of.get("latency-w8")
+    if serial_runs and parallel_runs:
+        serial, parallel = _median_run(serial_runs, "wall_s"), _median_run(parallel_runs, "wall_s")
         speedup = serial["wall_s"] / parallel["wall_s"]
-        ok = speedup >= GOAL_SPEEDUP and not serial["failures"] and not parallel["failures"]
+        ok = speedup >= GOAL_SPEEDUP and not any(r["failures"] for r in serial_runs + parallel_runs)
         checks.append(("PASS" if ok else "FAIL",
                        f"speed-up at {parallel['sites']} sites, {parallel['latency_ms']:g} ms/call, --workers 8 + "
                        f"CLOUDPANEL_CONCURRENCY=8 vs --workers 1: {speedup:.2f}x "
@@ -366,6 +383,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes for a smoke run: 10, 100, 1000 sites and 40 sites at 100 ms")
     parser.add_argument("--keep", action="store_true", help="keep each scenario's directory (job log, stdout)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each scenario N times; the goals are judged on the median run (default 1)")
     args = parser.parse_args(argv)
 
     wanted = set(args.scenario or all_names)
@@ -383,7 +402,7 @@ def main(argv=None):
     launcher = Launcher()
     results = []
     try:
-        for s in selected:
+        for s in [s for s in selected for _ in range(max(args.repeat, 1))]:
             print(f"running {s.name}: {s.describe()} ...", flush=True)
             result = run_scenario(s, launcher, keep=args.keep)
             results.append(result)
@@ -395,9 +414,6 @@ def main(argv=None):
     print()
     print_table(results)
     print()
-    by = {r["scenario"]: r for r in results}
-    if "latency-w1" in by and "latency-w8" in by:
-        print(f"speed-up --workers 8 vs 1: {by['latency-w1']['wall_s'] / by['latency-w8']['wall_s']:.2f}x")
     print("overhead = (wall - latency the stand-ins injected) / sites, one worker only (with more, latency overlaps);"
           "\njob CPU = the job's user+system CPU; stand-ins CPU = the benchmark process's CPU during the run;"
           "\nmachine others % = CPU other processes took meanwhile, share of all cores (near 0 for clean figures)")

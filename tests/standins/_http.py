@@ -14,7 +14,7 @@ import time
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from .faults import Fault
 
@@ -29,6 +29,19 @@ class Response:
         self.after_drop = after_drop  # a stand-in may ask to close the socket instead of answering
 
 
+def parse_query(text):
+    """urllib.parse.parse_qs(text, keep_blank_values=True), at a fraction of its cost: most pairs need no decoding."""
+    result = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name, errors="replace"), unquote_plus(value, errors="replace")
+        result.setdefault(name, []).append(value)
+    return result
+
+
 def json_response(status, obj, headers=None):
     h = {"Content-Type": "application/json; charset=utf-8"}
     if headers:
@@ -36,9 +49,11 @@ def json_response(status, obj, headers=None):
     return Response(status, json.dumps(obj).encode("utf-8"), h)
 
 
-# A header line the email parser would read as plainly `name: value`: a name of the characters its headerRE
-# accepts (printable ASCII but ":", no space), a colon, blanks it strips, the value.
-_PLAIN_HEADER = re.compile(r"([!-9;-~]+):[ \t]*(.*)", re.DOTALL)
+# Header lines the email parser would read as plainly `name: value`: a name of the characters its headerRE accepts
+# (printable ASCII but ":", no space), a colon, blanks it strips, the value, the line end; then the blank line.
+_PLAIN_HEADER_LINE = r"([!-9;-~]+):[ \t]*([^\r\n]*)\r?\n"
+_PLAIN_HEADER_BLOCK = re.compile(f"(?:{_PLAIN_HEADER_LINE})*(?:\r?\n)?")
+_PLAIN_HEADER_LINES = re.compile(_PLAIN_HEADER_LINE)
 
 
 class _Headers:
@@ -92,21 +107,10 @@ class _Headers:
 def _parse_headers(lines):
     """Header lines (bytes, as http.client._read_headers returns them) -> _Headers, or the email parser's Message
     (what http.client.parse_headers gives) when a line is anything but a plain `name: value`."""
-    items = []
-    for raw in lines:
-        if raw in (b"\r\n", b"\n", b""):
-            break
-        line = raw.decode("iso-8859-1")
-        if line.endswith("\r\n"):
-            line = line[:-2]
-        elif line.endswith("\n"):
-            line = line[:-1]
-        m = None if ("\r" in line or "\n" in line) else _PLAIN_HEADER.fullmatch(line)
-        if m is None:  # folded, malformed, bare CR...: let the email parser decide, as the standard library does
-            text = b"".join(lines).decode("iso-8859-1")
-            return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
-        items.append((m.group(1), m.group(2)))
-    return _Headers(items)
+    text = b"".join(lines).decode("iso-8859-1")
+    if _PLAIN_HEADER_BLOCK.fullmatch(text) is None:  # folded, malformed, bare CR...: the email parser decides
+        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
+    return _Headers(_PLAIN_HEADER_LINES.findall(text))  # one pass over the block, not a match per line
 
 
 class _Server(ThreadingHTTPServer):
@@ -249,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = {
             "method": self.command,
             "path": parts.path,
-            "query": parse_qs(parts.query, keep_blank_values=True),
+            "query": parse_query(parts.query),
             "headers": (headers.by_lower_name if isinstance(headers, _Headers)
                         else {k.lower(): v for k, v in headers.items()}),
             "body": raw.decode("utf-8", "replace"),
