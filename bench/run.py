@@ -129,6 +129,9 @@ def job_environment(standins, concurrency):
     for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the shell must not sit between the job and 127.0.0.1
         env[name] = ",".join(filter(None, [env.get(name), "127.0.0.1", "localhost"]))
     env.pop("PYTHONPROFILEIMPORTTIME", None)
+    # Installed with pip, the job's modules are compiled once; run from a checkout with this set, every run would
+    # compile them again (some 30 ms, counted in "first req").
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
