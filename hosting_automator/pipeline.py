@@ -179,9 +179,8 @@ class Pipeline:
     def ensure_certificate(self, domain, new_site=False):
         """Request a certificate unless a valid one is served; every retry looks again, so none is doubled.
 
-        A site created a moment ago serves CloudPanel's self-signed certificate, so its first attempt does not look
-        (that saves a TLS handshake per new site); a retry does look, since a request that
-        timed out may still have installed one."""
+        A site created a moment ago cannot serve a valid certificate yet, so its first attempt does not look (a TLS
+        handshake less per new site); a retry does look, since a request that timed out may have installed one."""
         look = not new_site
 
         def attempt():

@@ -55,7 +55,6 @@ class HttpSession:
         if headers:
             prepared.headers.update(headers)
         prepared.body = _body(prepared.headers, data, json)
-        prepared.hooks = {"response": []}
         response = self.adapter.send(prepared, timeout=self.timeout if timeout is None else timeout,
                                      verify=self.verify, proxies=self._proxies(url))
         response.content  # noqa: B018 - reading the body releases the connection to the pool

@@ -138,8 +138,8 @@ def configure_logging(log_file, console_level=logging.INFO, file_level=logging.I
     """
     import sys
 
-    # The format has no caller, thread or process fields: not looking them up saves a tenth of each line's cost
-    # (the "Optimization" table of the Logging HOWTO).
+    # The format has no caller, thread or process fields, so they are not looked up for every line (the
+    # "Optimization" table of the Logging HOWTO).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     formatter = _LineFormatter(LOG_FORMAT, DATE_FORMAT)
