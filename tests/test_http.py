@@ -38,8 +38,7 @@ def test_new_session_verifies_tls_by_default(monkeypatch):
 
 
 @responses.activate
-def test_form_and_json_bodies_are_sent_exactly_as_requests_would(monkeypatch):
-    monkeypatch.setenv("NETRC", "/nonexistent")
+def test_form_and_json_bodies_are_sent_exactly_as_requests_would():
     responses.post("https://stats.example.org/index.php", body="{}")
     session = new_session(timeout=5)
 
