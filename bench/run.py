@@ -326,7 +326,7 @@ def _runs_text(runs, key, spec):
 
 def goal_checks(results):
     """The goals of issue 5, each as (PASS|FAIL|SKIP, text). With --repeat, each goal is judged on the median run
-    (this machine's speed drifts by a fifth from one minute to the next), and every run's figure is shown."""
+    (on a shared host the same run drifts by half within minutes), and every run's figure is shown."""
     runs_of = {}
     for r in results:
         runs_of.setdefault(r["scenario"], []).append(r)
