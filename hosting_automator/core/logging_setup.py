@@ -110,14 +110,16 @@ class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
     """RotatingFileHandler without its two stat() calls and seek on every line: the file is opened in append mode
     and only this job writes it (the run lock), so where the stream is, is its size."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._regular_file = os.path.isfile(self.baseFilename)  # /dev/null or a pipe: never rotated, as the base
+
     def shouldRollover(self, record):
         if self.stream is None:
             self.stream = self._open()
-        if self.maxBytes <= 0:
+        if self.maxBytes <= 0 or not self._regular_file:
             return False
-        if getattr(self, "_regular_file", None) is None:  # /dev/null or a pipe: never rotated, as the base class
-            self._regular_file = os.path.isfile(self.baseFilename)
-        return self._regular_file and self.stream.tell() + len(self.format(record)) + 1 >= self.maxBytes
+        return self.stream.tell() + len(self.format(record)) + 1 >= self.maxBytes
 
 
 class RecentLines(logging.Handler):
