@@ -1,12 +1,14 @@
 """The CloudPanel client: the derived site user, the local clpctl transport against the fake clpctl executable
-(its SQLite state, its control-file behaviours), and the clpctl HTTP gateway transport (`responses`, and once
-over the wire against the FakeGateway stand-in)."""
+(its SQLite state, its control-file behaviours), and the clpctl HTTP gateway transport (against recorded answers
+served by a local HTTP server, pytest-httpserver, and against the FakeGateway stand-in). Real sockets, so the
+gateway tests hold for whichever HTTP client core/http.py is built on."""
 
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import stat
 import sys
 import threading
@@ -14,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
-import responses
+from werkzeug import Response
 
 from hosting_automator.core.http import new_session
 from hosting_automator.core.logging_setup import MASK, secret_values
@@ -28,7 +29,6 @@ from tests.standins.gateway import FakeGateway
 
 FAKE_CLPCTL = str(Path(__file__).parent / "standins" / "fake_clpctl.py")
 SITE_USER_RULE = re.compile(r"^[a-z][-a-z0-9_]+$")
-GATEWAY = "http://gateway.test:3000"
 GATEWAY_TOKEN = "gw-token-7f3a9c1e5b2d8f4a"
 
 
@@ -405,62 +405,92 @@ def test_clpctl_check_as_root_reports_the_version(fake_db, monkeypatch):
     assert ClpctlClient(clpctl=FAKE_CLPCTL).check() == "CloudPanel 2.5.0 (fake), run as root"
 
 
-# --- the clpctl HTTP gateway, with `responses` --------------------------------------------------------------------
+# --- the clpctl HTTP gateway, against a local HTTP server -------------------------------------------------------
+
+ADD_PATH = "/api/site/add/static"
+CERT_PATH = "/api/letsencrypt/install-certificate"
+
 
 @pytest.fixture
-def gateway():
-    session = new_session(timeout=7)
-    yield GatewayClient(GATEWAY, GATEWAY_TOKEN, session)
-    session.close()
+def gateway_session():
+    with new_session(timeout=7) as session:
+        yield session
 
 
-ADD_URL = GATEWAY + "/api/site/add/static"
-CERT_URL = GATEWAY + "/api/letsencrypt/install-certificate"
+@pytest.fixture
+def gateway(httpserver, gateway_session):
+    yield GatewayClient(httpserver.url_for("").rstrip("/"), GATEWAY_TOKEN, gateway_session)
+    httpserver.check()
 
 
-@responses.activate
-def test_gateway_create_static_site_posts_exact_json_with_api_key(gateway, passwords):
-    responses.post(ADD_URL, json={"success": True, "message": "Site example.com has been added.", "data": {}})
+@pytest.fixture
+def socket_timeouts(monkeypatch):
+    """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
+    seen, real, test_thread = [], socket.socket.settimeout, threading.get_ident()
+
+    def recording(sock, value):
+        if threading.get_ident() == test_thread:
+            seen.append(value)
+        return real(sock, value)
+
+    monkeypatch.setattr(socket.socket, "settimeout", recording)
+    return seen
+
+
+def unused_port_url():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def only_request(httpserver):
+    (request, _), = httpserver.log
+    return request
+
+
+def test_gateway_create_static_site_posts_exact_json_with_api_key(httpserver, gateway, passwords, socket_timeouts):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": True, "message": "Site example.com has been added.", "data": {}})
 
     site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=True)
-    call, = responses.calls
-    assert json.loads(call.request.body) == {"domainName": "example.com", "siteUser": user,
-                                             "siteUserPassword": passwords[0]}
-    assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
-    assert call.request.headers["Content-Type"] == "application/json"
-    assert call.request.req_kwargs["timeout"] == 7
+    request = only_request(httpserver)
+    assert json.loads(request.get_data()) == {"domainName": "example.com", "siteUser": user,
+                                              "siteUserPassword": passwords[0]}
+    assert request.headers["X-API-Key"] == GATEWAY_TOKEN
+    assert request.headers["Content-Type"] == "application/json"
+    assert socket_timeouts[-1] == 7
 
 
-@responses.activate
-def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_logs(gateway, caplog):
+def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_logs(httpserver, gateway, caplog):
     caplog.set_level(logging.INFO)
-    responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
-                                              "details": "domainName: This value already exists.\n"})
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": False, "error": "Failed to add static site", "details": "domainName: This value already exists.\n"},
+        status=500)
 
     site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
-    assert len(responses.calls) == 1
+    assert len(httpserver.log) == 1
     assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
 
 
 @pytest.mark.parametrize("details, reason", [({"code": 1, "out": "boom"}, '{"code": 1, "out": "boom"}'), (5, "5")])
-@responses.activate
-def test_gateway_details_of_another_shape_are_shown_not_a_crash(gateway, details, reason):
-    responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
-                                              "details": details})
+def test_gateway_details_of_another_shape_are_shown_not_a_crash(httpserver, gateway, details, reason):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": False, "error": "Failed to add static site", "details": details}, status=500)
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
     assert str(caught.value) == f"gateway: add the static site: HTTP 500: {reason}"
 
 
-@responses.activate
-def test_gateway_create_static_site_500_without_details_says_failed_to_add(gateway):
-    responses.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site"})
+def test_gateway_create_static_site_500_without_details_says_failed_to_add(httpserver, gateway):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": False, "error": "Failed to add static site"}, status=500)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -469,11 +499,12 @@ def test_gateway_create_static_site_500_without_details_says_failed_to_add(gatew
     assert caught.value.transient is False
 
 
-@responses.activate
-def test_gateway_create_static_site_400_validation_details_are_listed(gateway):
-    responses.post(ADD_URL, status=400, json={"success": False, "error": "Validation Error", "details": [
-        {"type": "field", "value": "x", "msg": "Invalid domain name", "path": "domainName", "location": "body"},
-        {"type": "field", "msg": "siteUser must be 3-32 characters", "path": "siteUser", "location": "body"}]})
+def test_gateway_create_static_site_400_validation_details_are_listed(httpserver, gateway):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": False, "error": "Validation Error", "details": [
+            {"type": "field", "value": "x", "msg": "Invalid domain name", "path": "domainName", "location": "body"},
+            {"type": "field", "msg": "siteUser must be 3-32 characters", "path": "siteUser", "location": "body"}]},
+        status=400)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -482,12 +513,11 @@ def test_gateway_create_static_site_400_validation_details_are_listed(gateway):
                                  "siteUser must be 3-32 characters")
 
 
-@responses.activate
-def test_gateway_create_static_site_400_joi_details_strings_are_listed(gateway):
+def test_gateway_create_static_site_400_joi_details_strings_are_listed(httpserver, gateway):
     """cloudpanel-api's validate() answers Joi messages as plain strings, without a "success" key."""
-    responses.post(ADD_URL, status=400, json={"error": "Validation Error",
-                                              "details": ['"siteUserPassword" length must be at least 6 characters '
-                                                          'long']})
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"error": "Validation Error", "details": ['"siteUserPassword" length must be at least 6 characters long']},
+        status=400)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -496,21 +526,21 @@ def test_gateway_create_static_site_400_joi_details_strings_are_listed(gateway):
                                  "least 6 characters long")
 
 
-@responses.activate
-def test_gateway_500_details_echoing_the_command_line_never_show_the_password(gateway, caplog):
+def test_gateway_500_details_echoing_the_command_line_never_show_the_password(httpserver, gateway, caplog):
     """When clpctl prints nothing, cloudpanel-api answers its exec error: the whole command line, password too."""
     def echo_command(request):
-        body = json.loads(request.body)
+        body = json.loads(request.get_data())
         command = ("Command failed: clpctl site:add:static --domainName={domainName} --siteUser={siteUser} "
                    "--siteUserPassword='{siteUserPassword}'\n").format(**body)
-        return 500, {}, json.dumps({"success": False, "error": "Failed to add static site", "details": command})
+        return Response(json.dumps({"success": False, "error": "Failed to add static site", "details": command}),
+                        500)
 
-    responses.add_callback(responses.POST, ADD_URL, callback=echo_command)
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_handler(echo_command)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
-    password = json.loads(responses.calls[0].request.body)["siteUserPassword"]
+    password = json.loads(only_request(httpserver).get_data())["siteUserPassword"]
     assert str(caught.value) == ("gateway: add the static site: HTTP 500: Command failed: clpctl site:add:static "
                                  f"--domainName=example.com --siteUser={site_user_for('example.com')} "
                                  f"--siteUserPassword='{MASK}'")
@@ -518,11 +548,12 @@ def test_gateway_500_details_echoing_the_command_line_never_show_the_password(ga
     assert all(password not in record.getMessage() for record in caplog.records)
 
 
-@pytest.mark.parametrize("body", [{"json": {"success": False, "error": "Unauthorized"}},
-                                  {"body": "<html><body>401 Authorization Required</body></html>"}])
-@responses.activate
-def test_gateway_create_static_site_401_names_cloudpanel_api_token(gateway, body):
-    responses.post(ADD_URL, status=401, **body)
+@pytest.mark.parametrize("body, content_type", [
+    (json.dumps({"success": False, "error": "Unauthorized"}), "application/json"),
+    ("<html><body>401 Authorization Required</body></html>", "text/html"),
+])
+def test_gateway_create_static_site_401_names_cloudpanel_api_token(httpserver, gateway, body, content_type):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_data(body, 401, content_type=content_type)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -531,9 +562,9 @@ def test_gateway_create_static_site_401_names_cloudpanel_api_token(gateway, body
     assert GATEWAY_TOKEN not in str(caught.value)
 
 
-@responses.activate
-def test_gateway_create_static_site_429_is_transient_with_json_retry_after(gateway):
-    responses.post(ADD_URL, status=429, json={"success": False, "error": "Too many requests", "retryAfter": 42})
+def test_gateway_create_static_site_429_is_transient_with_json_retry_after(httpserver, gateway):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
+        {"success": False, "error": "Too many requests", "retryAfter": 42}, status=429)
 
     with pytest.raises(ServiceError) as caught:
         gateway.create_static_site("example.com")
@@ -543,9 +574,9 @@ def test_gateway_create_static_site_429_is_transient_with_json_retry_after(gatew
     assert caught.value.retry_after == 42
 
 
-@responses.activate
-def test_gateway_create_static_site_html_200_says_not_json(gateway):
-    responses.post(ADD_URL, body="<html><head><title>Welcome</title></head><body>It works!</body></html>")
+def test_gateway_create_static_site_html_200_says_not_json(httpserver, gateway):
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_data(
+        "<html><head><title>Welcome</title></head><body>It works!</body></html>", content_type="text/html")
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -554,35 +585,33 @@ def test_gateway_create_static_site_html_200_says_not_json(gateway):
                                  "'Welcome It works!'")
 
 
-@responses.activate
-def test_gateway_create_static_site_connection_refused_is_transient(gateway):
-    responses.post(ADD_URL, body=requests.ConnectionError("Connection refused"))
+def test_gateway_create_static_site_connection_refused_is_transient(gateway_session):
+    gateway = GatewayClient(unused_port_url(), GATEWAY_TOKEN, gateway_session)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert caught.value.transient is True
-    assert str(caught.value) == "gateway: add the static site: cannot connect (Connection refused)"
+    assert str(caught.value).startswith("gateway: add the static site: cannot connect (")
 
 
-@responses.activate
-def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(gateway):
-    responses.post(CERT_URL, json={"success": True, "message": "Certificate installation was successful."})
+def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(httpserver, gateway, socket_timeouts):
+    httpserver.expect_request(CERT_PATH, method="POST").respond_with_json(
+        {"success": True, "message": "Certificate installation was successful."})
 
     gateway.provision_ssl("example.com")
 
-    call, = responses.calls
-    assert json.loads(call.request.body) == {"domainName": "example.com"}
-    assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
-    assert call.request.req_kwargs["timeout"] == CERTIFICATE_COMMAND_TIMEOUT >= 300
+    request = only_request(httpserver)
+    assert json.loads(request.get_data()) == {"domainName": "example.com"}
+    assert request.headers["X-API-Key"] == GATEWAY_TOKEN
+    assert socket_timeouts[-1] == CERTIFICATE_COMMAND_TIMEOUT >= 300
 
 
-@responses.activate
-def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_output(gateway):
-    responses.post(CERT_URL, status=500, json={
+def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_output(httpserver, gateway):
+    httpserver.expect_request(CERT_PATH, method="POST").respond_with_json({
         "success": False, "error": "Failed to install certificate",
         "details": "example.com: Domain could not be validated, error message: error type: "
-                   "urn:ietf:params:acme:error:dns, error detail: DNS problem: NXDOMAIN"})
+                   "urn:ietf:params:acme:error:dns, error detail: DNS problem: NXDOMAIN"}, status=500)
 
     with pytest.raises(CertificateError) as caught:
         gateway.provision_ssl("example.com")
@@ -632,13 +661,12 @@ def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_
     assert len(clpctl_state.certificate_requests(fake_gateway.db_path, "example.com")) == 1
 
 
-@responses.activate
-def test_gateway_error_field_echoing_the_password_is_masked(gateway, passwords):
+def test_gateway_error_field_echoing_the_password_is_masked(httpserver, gateway, passwords):
     def echo(request):
-        password = json.loads(request.body)["siteUserPassword"]
-        return 500, {}, json.dumps({"success": False, "error": f"bad password {password}"})
+        password = json.loads(request.get_data())["siteUserPassword"]
+        return Response(json.dumps({"success": False, "error": f"bad password {password}"}), 500)
 
-    responses.add_callback(responses.POST, ADD_URL, callback=echo)
+    httpserver.expect_request(ADD_PATH, method="POST").respond_with_handler(echo)
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
     password, = passwords
