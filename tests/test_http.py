@@ -1,97 +1,272 @@
-"""The shared HTTP session: a timeout on every request, the environment read once, not on every request."""
+"""The shared HTTP client over real sockets: the exact bytes it sends, connections kept alive and dropped when the
+server closed them, a timeout on every call, failures sorted into transient and final, the CA bundle and the proxy
+taken from the environment, and no redirect followed."""
+
+import re
+import socket
+import ssl
+import threading
 
 import pytest
-import responses
+import trustme
+from pytest_httpserver import HTTPServer
 
 from hosting_automator.core.http import new_session, send
 from hosting_automator.errors import MatomoError
 
-
-@responses.activate
-def test_new_session_proxies_and_ca_bundle_come_from_the_environment_read_once(monkeypatch):
-    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company-ca.pem")
-    responses.get("https://stats.example.org/index.php", body="{}")
-    responses.get("http://127.0.0.1:3000/health", body="{}")
-    session = new_session(timeout=2.5)
-
-    session.get("https://stats.example.org/index.php")
-    monkeypatch.setenv("https_proxy", "http://changed.internal:3128")  # read once: a later change is not seen
-    session.get("https://stats.example.org/index.php")
-    session.get("http://127.0.0.1:3000/health")
-
-    sent = [call.request.req_kwargs for call in responses.calls]
-    assert [kwargs["proxies"].get("https") for kwargs in sent] == ["http://proxy.internal:3128"] * 2 + [None]
-    assert {kwargs["verify"] for kwargs in sent} == {"/etc/ssl/company-ca.pem"}
-    assert {kwargs["timeout"] for kwargs in sent} == {2.5}
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                   "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
-@responses.activate
-def test_new_session_verifies_tls_by_default(monkeypatch):
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "https_proxy", "HTTPS_PROXY"):
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_machine(monkeypatch):
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    responses.get("https://stats.example.org/", body="{}")
-    new_session(timeout=1).get("https://stats.example.org/", timeout=7)
-    kwargs = responses.calls[0].request.req_kwargs
-    assert kwargs["verify"] is True and kwargs["timeout"] == 7
 
 
-@responses.activate
-def test_form_and_json_bodies_are_sent_exactly_as_requests_would():
-    responses.post("https://stats.example.org/index.php", body="{}")
-    session = new_session(timeout=5)
+class RawServer:
+    """Accepts connections on 127.0.0.1 and records each request as it arrived; answers every request with
+    `answer` on the same connection (kept open unless the answer closes it), or never answers when it is None."""
 
-    session.post("https://stats.example.org/index.php", params={"module": "API", "method": "A.b"},
-                 data={"siteName": "bücher.example", "urls[0]": "https://x.example/?a=1&b", "currency": None})
-    session.post("https://stats.example.org/index.php", json={"domainName": "x.example", "n": 1},
-                 headers={"X-API-Key": "k"})
+    def __init__(self, answer=None):
+        self.answer = answer
+        self.received = []
+        self.connections = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    form, as_json = (call.request for call in responses.calls)
-    assert form.url == "https://stats.example.org/index.php?module=API&method=A.b"
-    assert form.body == b"siteName=b%C3%BCcher.example&urls%5B0%5D=https%3A%2F%2Fx.example%2F%3Fa%3D1%26b"
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
+
+    def _talk(self, connection):
+        pending = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                length = int(re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)[1]) if b"ength:" in head else 0
+                while len(pending) < length:
+                    pending += connection.recv(65536)
+                self.received.append(head + b"\r\n\r\n" + pending[:length])
+                pending = pending[length:]
+                if self.answer is None:
+                    continue
+                connection.sendall(self.answer)
+                if b"Connection: close" in self.answer:
+                    connection.close()
+                    return
+        except OSError:
+            return
+
+    def drop_connections(self):
+        for connection in self.connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # close() alone sends nothing while _talk waits in recv
+            except OSError:
+                pass
+            connection.close()
+
+    def close(self):
+        self.listener.close()
+        self.drop_connections()
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(answer=None):
+        servers.append(RawServer(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_form_and_json_bodies_and_headers_are_sent_exactly(httpserver):
+    httpserver.expect_request("/index.php").respond_with_json({})
+    url = httpserver.url_for("/index.php")
+    with new_session(timeout=5) as session:
+        session.post(url, params={"module": "API", "method": "A.b"},
+                     data={"siteName": "bücher.example", "urls[0]": "https://x.example/?a=1&b", "currency": None})
+        session.post(url, json={"domainName": "x.example", "n": 1}, headers={"X-API-Key": "k"})
+
+    (form, _), (as_json, _) = httpserver.log
+    assert form.full_path == "/index.php?module=API&method=A.b"
+    assert form.get_data() == b"siteName=b%C3%BCcher.example&urls%5B0%5D=https%3A%2F%2Fx.example%2F%3Fa%3D1%26b"
     assert form.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert form.headers["Content-Length"] == str(len(form.body))
+    assert form.headers["Content-Length"] == str(len(form.get_data()))
     assert form.headers["User-Agent"] == "hosting-automator"
-    assert as_json.body == b'{"domainName": "x.example", "n": 1}'
+    assert form.headers["Accept-Encoding"] == "identity"  # answers are never compressed
+    assert as_json.get_data() == b'{"domainName": "x.example", "n": 1}'
     assert as_json.headers["Content-Type"] == "application/json" and as_json.headers["X-API-Key"] == "k"
 
 
-@responses.activate
-def test_credentials_in_the_url_become_basic_auth_and_netrc_is_never_read(monkeypatch, tmp_path):
+def test_credentials_in_the_url_become_basic_auth_and_netrc_is_never_read(httpserver, monkeypatch, tmp_path):
     netrc = tmp_path / "netrc"
-    netrc.write_text("machine stats.example.org login netrc-user password netrc-pass\n")
+    netrc.write_text("machine localhost login netrc-user password netrc-pass\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    responses.post("https://stats.example.org/index.php", body="{}")
-    responses.post("https://ops:s3cret@basic.example.org/index.php", body="{}")  # requests keeps them too
-    session = new_session(timeout=5)
+    httpserver.expect_request("/index.php").respond_with_json({})
+    with new_session(timeout=5) as session:
+        session.post(httpserver.url_for("/index.php"), data={"a": "b"})
+        session.post(httpserver.url_for("/index.php").replace("://", "://ops:s3cret@"), data={"a": "b"})
 
-    session.post("https://stats.example.org/index.php", data={"a": "b"})
-    session.post("https://ops:s3cret@basic.example.org/index.php", data={"a": "b"})
-
-    plain, with_credentials = (call.request for call in responses.calls)
+    (plain, _), (with_credentials, _) = httpserver.log
     assert "Authorization" not in plain.headers
     assert with_credentials.headers["Authorization"] == "Basic b3BzOnMzY3JldA=="  # ops:s3cret
 
 
-@responses.activate
-def test_a_redirect_is_not_followed_but_reported_with_where_it_points():
-    responses.post("http://stats.example.org/index.php", status=301,
-                   headers={"Location": "https://stats.example.org/index.php"})
+def test_one_connection_is_kept_alive_and_one_the_server_closed_is_replaced(raw_server):
+    server = raw_server(answer=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+    url = f"http://127.0.0.1:{server.port}/x"
+    with new_session(timeout=5) as session:
+        answers = [session.get(url).json(), session.post(url, data={"a": "b"}).json()]
+        server.drop_connections()  # as a server does with an idle connection: the next call opens a new one
+        answers.append(session.get(url).json())
+
+    assert answers == [{}, {}, {}]
+    assert len(server.received) == 3
+    assert len(server.connections) == 2  # the first two requests shared one connection
+
+
+def test_a_redirect_is_not_followed_but_reported_with_where_it_points(httpserver):
+    httpserver.expect_request("/index.php").respond_with_data(
+        "", status=301, headers={"Location": "https://stats.example.org/index.php"})
 
     with pytest.raises(MatomoError) as caught:
-        send(new_session(timeout=5), "POST", "http://stats.example.org/index.php", data={"token_auth": "t"},
+        send(new_session(timeout=5), "POST", httpserver.url_for("/index.php"), data={"token_auth": "t"},
              error=MatomoError, what="SitesManager.addSite")
 
     assert str(caught.value) == ("SitesManager.addSite: HTTP 301, a redirect to https://stats.example.org/index.php: "
                                  "set the address it points to")
     assert not caught.value.transient
-    assert len(responses.calls) == 1  # the token was not sent on to the other address
+    assert len(httpserver.log) == 1  # the token was not sent on to the other address
 
 
-def test_an_address_that_is_not_http_is_a_final_error_naming_it():
-    with pytest.raises(MatomoError, match=r"^Matomo: request failed \(no connection adapters were found for "
-                                          r"'ftp://stats.example.org/'\)$") as caught:
-        send(new_session(timeout=5), "POST", "ftp://stats.example.org/", error=MatomoError, what="Matomo")
+def test_an_address_that_is_not_http_is_a_final_error_naming_it_without_its_credentials():
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "POST", "ftp://ops:s3cret@stats.example.org/", error=MatomoError, what="Matomo")
+    assert str(caught.value) == "Matomo: 'ftp://…@stats.example.org/' is not an http:// or https:// address"
     assert not caught.value.transient
+
+
+def test_a_server_that_never_answers_is_a_transient_timeout_naming_the_wait(raw_server):
+    server = raw_server(answer=None)
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=30), "POST", f"http://127.0.0.1:{server.port}/index.php", data={"a": "b"},
+             timeout=0.2, error=MatomoError, what="SitesManager.addSite")
+    assert str(caught.value) == "SitesManager.addSite: no answer within 0.2 s (timeout)"
+    assert caught.value.transient
+
+
+def test_nothing_listening_is_a_transient_cannot_connect():
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "GET", f"http://127.0.0.1:{closed_port()}/", error=MatomoError, what="Matomo")
+    assert str(caught.value).startswith("Matomo: cannot connect (")
+    assert "refused" in str(caught.value)
+    assert caught.value.transient
+
+
+def test_an_answer_that_is_not_http_is_a_transient_error_saying_so(raw_server):
+    server = raw_server(answer=b"SSH-2.0-OpenSSH_9.2\r\n")
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "GET", f"http://127.0.0.1:{server.port}/", error=MatomoError, what="Matomo")
+    assert str(caught.value).startswith("Matomo: the answer was cut short or malformed (")
+    assert caught.value.transient
+
+
+def test_http_goes_through_the_proxy_of_the_environment_read_once_and_no_proxy_is_honoured(raw_server, monkeypatch):
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    proxy, other_proxy, direct = raw_server(answer), raw_server(answer), raw_server(answer)
+    monkeypatch.setenv("http_proxy", f"http://ops:pw@127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("no_proxy", "localhost")
+    session = new_session(timeout=5)
+
+    session.get("http://stats.example.org/index.php?a=1")
+    session.get("http://bücher.example/")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{other_proxy.port}")  # read once per address
+    session.get("http://stats.example.org/index.php?a=1")
+    session.get(f"http://localhost:{direct.port}/health")
+
+    assert [request.split(b"\r\n")[0] for request in proxy.received] == [
+        b"GET http://stats.example.org/index.php?a=1 HTTP/1.1", b"GET http://xn--bcher-kva.example/ HTTP/1.1",
+        b"GET http://stats.example.org/index.php?a=1 HTTP/1.1"]
+    assert all(b"\r\nProxy-Authorization: Basic b3BzOnB3\r\n" in request for request in proxy.received)
+    assert [request.split(b"\r\nHost: ")[1].split(b"\r\n")[0] for request in proxy.received] == [
+        b"stats.example.org", b"xn--bcher-kva.example", b"stats.example.org"]
+    assert other_proxy.received == []
+    assert direct.received[0].startswith(b"GET /health HTTP/1.1\r\n")
+
+
+def test_https_goes_through_the_proxy_as_a_tunnel(raw_server, monkeypatch):
+    proxy = raw_server(answer=b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    monkeypatch.setenv("https_proxy", f"http://ops:pw@127.0.0.1:{proxy.port}")
+
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "POST", "https://stats.example.org/index.php", data={"token_auth": "t"},
+             error=MatomoError, what="Matomo")
+
+    request = proxy.received[0]
+    assert request.startswith(b"CONNECT stats.example.org:443 HTTP/1.0\r\n")
+    assert b"\r\nProxy-Authorization: Basic b3BzOnB3\r\n" in request
+    assert b"token_auth" not in request  # the body only ever goes inside the tunnel
+    assert "cannot connect (Tunnel connection failed: 403 Forbidden)" in str(caught.value)
+
+
+def test_a_proxy_that_is_not_http_is_a_final_error_naming_it(monkeypatch):
+    monkeypatch.setenv("https_proxy", "socks5://ops:pw@127.0.0.1:1080")
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "GET", "https://stats.example.org/", error=MatomoError, what="Matomo")
+    assert str(caught.value) == ("Matomo: the proxy 'socks5://…@127.0.0.1:1080' from the environment is not an "
+                                 "http:// proxy, the only kind this client can use")
+    assert not caught.value.transient
+
+
+@pytest.fixture(scope="module")
+def https_server():
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(context)
+    server = HTTPServer(host="localhost", port=0, ssl_context=context)
+    server.start()
+    server.expect_request("/").respond_with_json({"ok": True})
+    yield server, ca
+    server.stop()
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_tls_is_verified_against_the_ca_bundle_the_environment_names(https_server, variable, monkeypatch, tmp_path):
+    server, ca = https_server
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv(variable, str(tmp_path / "ca.pem"))
+    assert new_session(timeout=5).get(server.url_for("/")).json() == {"ok": True}
+
+
+def test_tls_is_verified_by_default_and_an_unknown_ca_is_refused(https_server, monkeypatch):
+    server, _ = https_server
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "GET", server.url_for("/"), error=MatomoError, what="Matomo")
+    assert "certificate verify failed" in str(caught.value)

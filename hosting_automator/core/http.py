@@ -1,64 +1,118 @@
-"""The HTTP connection pool every requests-based service shares: a timeout on every call, and failures sorted into
-transient (worth retrying) and final, so the services only interpret bodies."""
+"""The HTTP client every service shares, on the standard library's http.client: keep-alive connections per
+origin, a timeout on every call, and failures sorted into transient (worth retrying) and final, so the
+services only interpret bodies."""
 
+import base64
 import email.utils
 import functools
+import http.client
 import json
 import logging
 import os
+import select
+import threading
 import time
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_USER_AGENT = "hosting-automator"
 TRANSIENT_STATUSES = {429, 502, 503, 504, 520}  # 520: Cloudflare's "the origin answered something odd"
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class InvalidAddress(ValueError):
+    """A URL this client cannot send to: not http(s), no host, or a proxy it cannot use."""
+
+
+class Response:
+    """What a service reads of an answer; the whole body is read before the connection goes back to the pool."""
+
+    __slots__ = ("status_code", "reason", "headers", "content")
+
+    def __init__(self, status_code, reason, headers, content):
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers  # http.client's HTTPMessage: get() ignores case
+        self.content = content
+
+    @property
+    def text(self):
+        charset = self.headers.get_content_charset() if hasattr(self.headers, "get_content_charset") else None
+        try:
+            return self.content.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self):
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.content)
+
+    @property
+    def is_redirect(self):
+        return self.status_code in REDIRECT_STATUSES and self.headers.get("Location") is not None
+
+
+class _Origin:
+    """Where a connection to scheme://host:port goes: straight there, or through the proxy the environment names."""
+
+    __slots__ = ("scheme", "host", "port", "proxy_host", "proxy_port", "proxy_authorization")
+
+    def __init__(self, scheme, host, port, proxy=None):
+        self.scheme, self.host, self.port = scheme, host, port
+        self.proxy_host = self.proxy_port = self.proxy_authorization = None
+        if proxy:
+            parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            if parts.scheme != "http" or not parts.hostname:
+                raise InvalidAddress(f"the proxy {_without_credentials(proxy)!r} from the environment is not an "
+                                     "http:// proxy, the only kind this client can use")
+            self.proxy_host, self.proxy_port = parts.hostname, parts.port or 80
+            if parts.username is not None:
+                self.proxy_authorization = _basic_auth(parts.username, parts.password)
+
+    @property
+    def via_plain_proxy(self):
+        """An http:// origin through a proxy: the request line carries the absolute URL."""
+        return self.proxy_host is not None and self.scheme == "http"
 
 
 class HttpSession:
-    """requests' connection pool (its HTTPAdapter) without requests.Session's per-request work.
+    """Connections kept alive per origin for the whole run, shared by the threads of `--workers`.
 
-    Session.request merges session settings, cookies, hooks and the environment into every call, and encodes URL
-    and body through generic code: 0.6 to 1 ms of CPU a request, more than a service on the same machine takes to
-    answer (bench/). Everything it merges is fixed for a run, so it is settled here once:
-    - the CA bundle from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests reads them;
-    - proxies once per scheme and host, from the environment (no_proxy honoured); .netrc never;
-    - each base URL prepared once by requests itself (IDNA host, quoting, credentials in the URL as Basic auth).
-    No cookies are kept between calls, and redirects are not followed: a redirected POST loses its body (and
-    Matomo's token with it), so a redirect is reported for the setting to be fixed (see `send`).
+    Settled once, not per request: the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE or
+    SSL_CERT_DIR, else certifi's, as requests and httpx do), the proxy of each origin (https_proxy, http_proxy,
+    no_proxy), and each URL's parsing (IDNA host, quoting, credentials in the URL sent as Basic auth). requests
+    did this work on every call and cost 2 to 3 times the CPU of http.client (bench/). Cookies are not kept and
+    redirects are not followed: a redirected POST loses its body, and Matomo's token with it, so `send` reports
+    the redirect for the setting to be fixed.
     """
 
     def __init__(self, timeout, pool_size=1):
-        from requests.adapters import HTTPAdapter
-        from requests.utils import default_headers
-
         self.timeout = timeout
-        self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self.headers = default_headers()
-        self.headers["User-Agent"] = DEFAULT_USER_AGENT
-        self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1))
-        self._proxies_by_origin = {}
+        self.pool_size = max(pool_size, 1)  # idle connections kept per origin; a busier moment opens more
+        self.headers = {"User-Agent": DEFAULT_USER_AGENT, "Accept": "*/*"}
+        self._idle = {}
+        self._origins = {}
+        self._lock = threading.Lock()
+        self._ssl_context = None
 
     def request(self, method, url, *, params=None, data=None, json=None, headers=None, timeout=None):
-        """Send one request and read its whole body (which hands the connection back to the pool).
+        """Send one request and read its whole answer.
 
-        `data`: a dict (form-encoded, None values left out, as requests does) or bytes; `json`: any JSON value.
+        `data`: a dict (form-encoded, None values left out) or bytes; `json`: any JSON value.
         """
-        from requests import PreparedRequest
-
-        prepared = PreparedRequest()
-        prepared.method = method
-        prepared.url, authorization = _prepared_url(url, tuple(params.items()) if params else ())
-        prepared.headers = self.headers.copy()
-        if authorization:
-            prepared.headers["Authorization"] = authorization
+        target = _target(url, tuple(params.items()) if params else ())
+        sent_headers = dict(self.headers)
+        if target.authorization:
+            sent_headers["Authorization"] = target.authorization
         if headers:
-            prepared.headers.update(headers)
-        prepared.body = _body(prepared.headers, data, json)
-        response = self.adapter.send(prepared, timeout=self.timeout if timeout is None else timeout,
-                                     verify=self.verify, proxies=self._proxies(url))
-        response.content  # noqa: B018 - reading the body releases the connection to the pool
-        return response
+            sent_headers.update(headers)
+        body = _body(sent_headers, data, json)
+        status, reason, answer_headers, content = self.exchange(
+            target.scheme, target.host, target.port, target.path, method, body, sent_headers,
+            self.timeout if timeout is None else timeout)
+        return Response(status, reason, answer_headers, content)
 
     def get(self, url, **kwargs):
         return self.request("GET", url, **kwargs)
@@ -66,8 +120,39 @@ class HttpSession:
     def post(self, url, **kwargs):
         return self.request("POST", url, **kwargs)
 
+    def exchange(self, scheme, host, port, path, method, body, headers, timeout):
+        """One request and its whole answer over a kept-alive connection: (status, reason, headers, body).
+
+        Raises TimeoutError, OSError (ConnectionError, ssl.SSLError among them) or http.client.HTTPException."""
+        origin = self._origin(scheme, host, port)
+        connection = self._idle_connection(origin) or self._new_connection(origin)
+        if connection.sock is None:
+            connection.timeout = timeout
+        else:
+            connection.sock.settimeout(timeout)
+        if origin.via_plain_proxy:
+            path = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+            if origin.proxy_authorization:
+                headers = {**headers, "Proxy-Authorization": origin.proxy_authorization}
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            content = answer.read()
+        except BaseException:
+            connection.close()
+            raise
+        if answer.will_close:
+            connection.close()
+        else:
+            self._keep(origin, connection)
+        return answer.status, answer.reason, answer.headers, content
+
     def close(self):
-        self.adapter.close()
+        with self._lock:
+            connections = [connection for idle in self._idle.values() for connection in idle]
+            self._idle.clear()
+        for connection in connections:
+            connection.close()
 
     def __enter__(self):
         return self
@@ -75,14 +160,59 @@ class HttpSession:
     def __exit__(self, *exc_info):
         self.close()
 
-    def _proxies(self, url):
-        origin = "/".join(url.split("/", 3)[:3])
-        proxies = self._proxies_by_origin.get(origin)
-        if proxies is None:
-            from requests.utils import get_environ_proxies
+    def _origin(self, scheme, host, port):
+        key = (scheme, host, port)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _Origin(scheme, host, port, _environment_proxy(scheme, host))
+        return origin
 
-            proxies = self._proxies_by_origin[origin] = get_environ_proxies(url)
-        return proxies
+    def _idle_connection(self, origin):
+        """A kept-alive connection the server has not closed meanwhile (a closed one reads as readable)."""
+        with self._lock:
+            idle = self._idle.get(origin)
+            while idle:
+                connection = idle.pop()
+                sock = connection.sock
+                if sock is not None and not select.select([sock], [], [], 0)[0]:
+                    return connection
+                connection.close()
+        return None
+
+    def _keep(self, origin, connection):
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self.pool_size:
+                idle.append(connection)
+                return
+        connection.close()
+
+    def _new_connection(self, origin):
+        host, port = origin.proxy_host or origin.host, origin.proxy_port or origin.port
+        if origin.scheme == "http":
+            return http.client.HTTPConnection(host, port)
+        connection = http.client.HTTPSConnection(host, port, context=self._tls_context())
+        if origin.proxy_host:
+            tunnel_headers = {"Proxy-Authorization": origin.proxy_authorization} if origin.proxy_authorization else None
+            connection.set_tunnel(origin.host, origin.port, headers=tunnel_headers)
+        return connection
+
+    def _tls_context(self):
+        with self._lock:
+            if self._ssl_context is None:
+                import ssl
+
+                bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
+                if not bundle:
+                    import certifi
+
+                    bundle = certifi.where()
+                if os.path.isdir(bundle):
+                    self._ssl_context = ssl.create_default_context(capath=bundle)
+                else:
+                    self._ssl_context = ssl.create_default_context(cafile=bundle)
+            return self._ssl_context
 
 
 def new_session(timeout, pool_size=1):
@@ -90,35 +220,81 @@ def new_session(timeout, pool_size=1):
     return HttpSession(timeout, pool_size)
 
 
+class _Target:
+    __slots__ = ("scheme", "host", "port", "path", "authorization")
+
+    def __init__(self, scheme, host, port, path, authorization):
+        self.scheme, self.host, self.port, self.path, self.authorization = scheme, host, port, path, authorization
+
+
 @functools.lru_cache(maxsize=64)
-def _prepared_url(url, params):
-    """The URL with its query as requests prepares it, and the Basic auth header of credentials in the URL.
+def _target(url, params):
+    """Where a URL goes and what its request line says. Cached: the services call a handful of fixed URLs
+    (Matomo's vary only by API method)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as err:
+        raise InvalidAddress(f"{_without_credentials(url)!r} is not a valid address ({err})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise InvalidAddress(f"{_without_credentials(url)!r} is not an http:// or https:// address")
+    if not parts.hostname:
+        raise InvalidAddress(f"{_without_credentials(url)!r} names no host")
+    host = _ascii_host(parts.hostname)
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
+    query = quote(parts.query, safe="/%:@!$&'()*+,;=~?")
+    if params:
+        query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+    authorization = _basic_auth(parts.username, parts.password) if parts.username is not None else None
+    return _Target(scheme, host, port or DEFAULT_PORTS[scheme], f"{path}?{query}" if query else path, authorization)
 
-    Cached: the services call a handful of fixed URLs (Matomo's varies only by API method)."""
-    from requests import PreparedRequest
-    from requests.exceptions import InvalidSchema
 
-    if not url.lower().startswith(("http://", "https://")):
-        raise InvalidSchema(f"no connection adapters were found for {url!r}")
-    template = PreparedRequest()
-    template.prepare(method="GET", url=url, params=list(params))
-    return template.url, template.headers.get("Authorization")
+def _ascii_host(host):
+    """A host name as DNS knows it (IDNA 2008 with UTS #46 mapping, as requests did); IPv6 literals as they are."""
+    if host.isascii():
+        return host
+    import idna
+
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as err:
+        raise InvalidAddress(f"the host {host!r} is not a valid international name ({err})") from None
+
+
+def _basic_auth(username, password):
+    pair = f"{unquote(username)}:{unquote(password or '')}".encode("latin-1", errors="replace")
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _without_credentials(url):
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="…@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _environment_proxy(scheme, host):
+    """The proxy for scheme://host from the environment (https_proxy, http_proxy, all_proxy, no_proxy), or None."""
+    from urllib.request import getproxies, proxy_bypass
+
+    proxies = getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None
+    return proxy
 
 
 def _body(headers, data, json_value):
     if data is not None:
         if isinstance(data, bytes):
-            body = data
-        else:
-            body = urlencode([(key, value) for key, value in data.items() if value is not None]).encode("ascii")
-            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-    elif json_value is not None:
-        body = json.dumps(json_value, allow_nan=False).encode("utf-8")
+            return data
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        return urlencode([(key, value) for key, value in data.items() if value is not None]).encode("ascii")
+    if json_value is not None:
         headers.setdefault("Content-Type", "application/json")
-    else:
-        return None
-    headers["Content-Length"] = str(len(body))
-    return body
+        return json.dumps(json_value, allow_nan=False).encode("utf-8")
+    return None
 
 
 def send(session, method, url, *, error, what, **kwargs):
@@ -126,18 +302,20 @@ def send(session, method, url, *, error, what, **kwargs):
 
     The caller reads the body: what a 4xx or 500 means differs from one service to another.
     """
-    import requests
-
+    timeout = kwargs.get("timeout") or session.timeout
     try:
         response = session.request(method, url, **kwargs)
-    except requests.Timeout as err:
-        timeout = kwargs.get("timeout", getattr(session, "timeout", None))
-        waited = f" within {timeout:g} s" if isinstance(timeout, (int, float)) else ""
-        raise error(f"{what}: no answer{waited} (timeout)", transient=True) from err
-    except requests.ConnectionError as err:
-        raise error(f"{what}: cannot connect ({first_line(err)})", transient=True) from err
-    except requests.RequestException as err:
-        raise error(f"{what}: request failed ({first_line(err)})") from err
+    except InvalidAddress as err:
+        raise error(f"{what}: {err}") from err
+    except Exception as err:
+        kind = failure_kind(err)
+        if kind is None:
+            raise
+        if kind == "timeout":
+            raise error(f"{what}: no answer within {timeout:g} s (timeout)", transient=True) from err
+        if kind == "connect":
+            raise error(f"{what}: cannot connect ({first_line(err)})", transient=True) from err
+        raise error(f"{what}: the answer was cut short or malformed ({first_line(err)})", transient=True) from err
     logger.debug("%s %s: HTTP %d", method, url, response.status_code)
     if response.is_redirect:  # not followed (see HttpSession): the setting names an address that moved
         raise error(f"{what}: HTTP {response.status_code}, a redirect to {response.headers['Location']}: "
@@ -149,6 +327,18 @@ def send(session, method, url, *, error, what, **kwargs):
             retry_after=retry_after_seconds(response.headers.get("Retry-After") or _json_retry_after(response)),
         )
     return response
+
+
+def failure_kind(err):
+    """How a request failed: "timeout", "connect" (refused, reset, DNS, TLS), "protocol" (an answer cut short
+    or not HTTP), or None for an error that is not the network's (a bug)."""
+    if isinstance(err, TimeoutError):
+        return "timeout"
+    if isinstance(err, http.client.HTTPException):
+        return "connect" if isinstance(err, http.client.RemoteDisconnected) else "protocol"
+    if isinstance(err, OSError):
+        return "connect"
+    return None
 
 
 def _json_retry_after(response):

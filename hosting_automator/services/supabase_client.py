@@ -21,20 +21,23 @@ MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
 
 
 class SupabaseClient:
-    """One HTTP/1.1 connection pool for the whole run (HTTP/2 connections are known to drop: supabase-py#1064)."""
+    """One HTTP/1.1 connection pool for the whole run (HTTP/2 connections are known to drop: supabase-py#1064),
+    the same kind as the other services' (core/httpx_transport.py)."""
 
     def __init__(self, url, service_key, table, timeout, retry, pool_size=1):
         import httpx
         from postgrest import SyncPostgrestClient
+
+        from hosting_automator.core.http import new_session
+        from hosting_automator.core.httpx_transport import SessionTransport
 
         self.table_name = table
         self.timeout = timeout
         self.retry = retry
         self._last = threading.local()  # status of this thread's last answer: APIError does not carry it
         self._http = httpx.Client(
-            http2=False,
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max(pool_size, 1) + 1),
+            transport=SessionTransport(new_session(timeout, pool_size=pool_size + 1)),  # +1: the page reader
             event_hooks={"response": [self._remember_status]},
         )
         self._rest = SyncPostgrestClient(
