@@ -162,8 +162,5 @@ def configure_logging(log_file, console_level=logging.INFO, file_level=logging.I
         handler.addFilter(MaskSecretsFilter())
         root.addHandler(handler)
     root.setLevel(min(console_level, file_level, logging.INFO))
-    # Libraries log every request at INFO; their warnings still come through our masked handlers.
-    for noisy in ("httpx", "httpcore", "urllib3", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return recent

@@ -1,10 +1,11 @@
-"""The `sites` table in Supabase, through supabase-py's PostgREST client: read the pending sites page by page,
-write each outcome with a conditional update."""
+"""The `sites` table in Supabase, through its PostgREST API (DESIGN.md section 5): read the pending sites page by
+page, write each outcome with a conditional update."""
 
 import logging
-import threading
+from urllib.parse import urlencode
 
-from hosting_automator.core.http import TRANSIENT_STATUSES, first_line, retry_after_seconds
+from hosting_automator.core.http import (TRANSIENT_STATUSES, InvalidAddress, failure_kind, first_line, new_session,
+                                         retry_after_seconds)
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 
@@ -20,39 +21,30 @@ TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
 
 
+class PostgrestError(Exception):
+    """An error answer of PostgREST: its HTTP status and the fields of its JSON body."""
+
+    def __init__(self, status, code, message, retry_after=None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
 class SupabaseClient:
-    """One HTTP/1.1 connection pool for the whole run (HTTP/2 connections are known to drop: supabase-py#1064),
-    the same kind as the other services' (core/httpx_transport.py)."""
+    """The table over PostgREST with the run's own HTTP client, not supabase-py: importing supabase-py's PostgREST
+    client (httpx, pydantic, asyncio) took 0.2-0.3 s of every run's start, and it cost ~0.6 ms of CPU more per
+    request (bench/). The requests are the ones supabase-py sends, pinned by tests/test_supabase_client.py."""
 
     def __init__(self, url, service_key, table, timeout, retry, pool_size=1):
-        import httpx
-        from postgrest import SyncPostgrestClient
-
-        from hosting_automator.core.http import new_session
-        from hosting_automator.core.httpx_transport import SessionTransport
-
+        self.table_url = f"{url.rstrip('/')}/rest/v1/{table}"
         self.table_name = table
         self.timeout = timeout
         self.retry = retry
-        self._last = threading.local()  # status of this thread's last answer: APIError does not carry it
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            transport=SessionTransport(new_session(timeout, pool_size=pool_size + 1)),  # +1: the page reader
-            event_hooks={"response": [self._remember_status]},
-        )
-        self._rest = SyncPostgrestClient(
-            f"{url}/rest/v1",
-            headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"},
-            http_client=self._http,
-            retry_enabled=False,  # retries happen in one place: RetryPolicy
-        )
+        self.session = new_session(timeout, pool_size=pool_size + 1)  # +1: the page reader beside the workers
+        self.headers = {"apikey": service_key, "Authorization": f"Bearer {service_key}",
+                        "Accept": "application/json"}
 
     def close(self):
-        self._http.close()
-
-    def _remember_status(self, response):
-        self._last.status = response.status_code
-        self._last.retry_after = response.headers.get("Retry-After")
+        self.session.close()
 
     def fetch_pending_hosting_sites(self, statuses=("pending",), page_size=PAGE_SIZE):
         """Yield the rows ready for hosting, in id order, one page in memory at a time.
@@ -69,11 +61,12 @@ class SupabaseClient:
             last_id = page[-1]["id"]
 
     def _fetch_page(self, statuses, last_id, page_size):
-        query = self._rest.table(self.table_name).select(SELECTED_COLUMNS).eq("status_dns", "active")
-        query = query.eq("status_hosting", statuses[0]) if len(statuses) == 1 else query.in_("status_hosting", statuses)
+        query = [("select", SELECTED_COLUMNS), ("status_dns", "eq.active"),
+                 ("status_hosting", f"eq.{statuses[0]}" if len(statuses) == 1 else f"in.({','.join(statuses)})")]
         if last_id is not None:
-            query = query.gt("id", last_id)
-        rows = self._execute(query.order("id").limit(page_size), "read the pending sites")
+            query.append(("id", f"gt.{last_id}"))
+        query += [("order", "id.asc"), ("limit", str(page_size))]
+        rows = self._execute("GET", query, "read the pending sites")
         if not isinstance(rows, list) or not all(isinstance(row, dict) and "id" in row for row in rows):
             raise SupabaseError(f"read the pending sites: Supabase answered rows without an id: {str(rows)[:120]}")
         return rows
@@ -96,9 +89,8 @@ class SupabaseClient:
 
         def attempt():
             attempts.append(1)
-            query = (self._rest.table(self.table_name).update(values)
-                     .eq("id", site_id).eq("status_hosting", read_status))
-            if self._execute(query, what):
+            query = [("id", f"eq.{site_id}"), ("status_hosting", f"eq.{read_status}")]
+            if self._execute("PATCH", query, what, values):
                 return True
             current = self._current_outcome(site_id)
             if current is None:
@@ -115,40 +107,44 @@ class SupabaseClient:
         return self.retry.call(attempt, what)
 
     def _current_outcome(self, site_id):
-        query = self._rest.table(self.table_name).select(",".join(OUTCOME_COLUMNS)).eq("id", site_id)
-        rows = self._execute(query, f"re-read site {site_id}")
+        query = [("select", ",".join(OUTCOME_COLUMNS)), ("id", f"eq.{site_id}")]
+        rows = self._execute("GET", query, f"re-read site {site_id}")
         return rows[0] if rows else None
 
     def check_table(self):
         """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
-        self.retry.call(lambda: self._execute(
-            self._rest.table(self.table_name).select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
-            "read the table")
+        self.retry.call(lambda: self._execute("GET", [("select", ",".join(ALL_COLUMNS)), ("limit", "1")],
+                                              "read the table"), "read the table")
 
-    def _execute(self, query, what):
-        from httpx import HTTPError, TimeoutException
-        from postgrest.exceptions import APIError
-
-        self._last.status, self._last.retry_after = None, None
+    def _execute(self, method, query, what, values=None):
+        """One PostgREST request; the rows of its JSON answer. A PATCH asks for the rows it changed back
+        (`Prefer: return=representation`): none means the conditional update matched no row."""
+        headers = self.headers
+        if method == "PATCH":
+            headers = {**headers, "Prefer": "return=representation"}
         try:
-            data = query.execute().data
-        except APIError as err:
-            raise self._translate(err, what) from err
-        except TimeoutException as err:
-            raise SupabaseError(f"{what}: no answer from Supabase within {self.timeout:g} s", transient=True) from err
-        except HTTPError as err:
+            response = self.session.request(method, f"{self.table_url}?{urlencode(query)}", json=values,
+                                            headers=headers)
+        except InvalidAddress as err:
+            raise SupabaseSetupError(f"{what}: SUPABASE_URL: {err}") from err
+        except Exception as err:
+            kind = failure_kind(err)
+            if kind is None:
+                raise
+            if kind == "timeout":
+                raise SupabaseError(f"{what}: no answer from Supabase within {self.timeout:g} s",
+                                    transient=True) from err
             raise SupabaseError(f"{what}: cannot reach Supabase ({first_line(err)})", transient=True) from err
-        except ValueError as err:  # a 2xx answer that is not JSON
-            raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
-        if isinstance(data, str):
-            # postgrest-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data,
-            # a PATCH would count as written
-            excerpt = " ".join(data.split())[:80]
-            raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}")
-        return data
+        if response.status_code >= 300:
+            raise self._translate(_error_of(response), what)
+        try:
+            return response.json()
+        except ValueError as err:  # a proxy's page with 200: taken as data, a PATCH would count as written
+            excerpt = " ".join(response.text.split())[:80]
+            raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}") from err
 
     def _translate(self, err, what):
-        status = getattr(self._last, "status", None)
+        status = err.status
         code = str(err.code or "")
         message = " ".join(str(err.message or "").split())[:200]
         shown = f"HTTP {status}" if status else "error"
@@ -167,7 +163,19 @@ class SupabaseClient:
             return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
         if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
             return SupabaseError(f"{what}: {shown}", transient=True,
-                                 retry_after=retry_after_seconds(getattr(self._last, "retry_after", None)))
+                                 retry_after=retry_after_seconds(err.retry_after))
         if code == "23514":
             return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
         return SupabaseError(f"{what}: {shown}")
+
+
+def _error_of(response):
+    """PostgREST's error body is {"code", "details", "hint", "message"}; a proxy in front may answer anything."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"message": " ".join(response.text.split())[:200] or response.reason}
+    return PostgrestError(response.status_code, body.get("code"), body.get("message"),
+                          response.headers.get("Retry-After"))
