@@ -100,9 +100,13 @@ class HttpSession:
     def request(self, method, url, *, params=None, data=None, json=None, headers=None, timeout=None):
         """Send one request and read its whole answer.
 
-        `data`: a dict (form-encoded, None values left out) or bytes; `json`: any JSON value.
+        `params`: added to the query string; `data`: a dict (form-encoded, None values left out) or bytes;
+        `json`: any JSON value.
         """
-        target = _target(url, tuple(params.items()) if params else ())
+        target = _target(url)
+        path = target.path
+        if params:  # a dict or (name, value) pairs
+            path = f"{path}{'&' if '?' in path else '?'}{urlencode(params)}"
         sent_headers = dict(self.headers)
         if target.authorization:
             sent_headers["Authorization"] = target.authorization
@@ -110,7 +114,7 @@ class HttpSession:
             sent_headers.update(headers)
         body = _body(sent_headers, data, json)
         status, reason, answer_headers, content = self.exchange(
-            target.scheme, target.host, target.port, target.path, method, body, sent_headers,
+            target.scheme, target.host, target.port, path, method, body, sent_headers,
             self.timeout if timeout is None else timeout)
         return Response(status, reason, answer_headers, content)
 
@@ -227,10 +231,10 @@ class _Target:
         self.scheme, self.host, self.port, self.path, self.authorization = scheme, host, port, path, authorization
 
 
-@functools.lru_cache(maxsize=64)
-def _target(url, params):
-    """Where a URL goes and what its request line says. Cached: the services call a handful of fixed URLs
-    (Matomo's vary only by API method)."""
+@functools.lru_cache(maxsize=32)
+def _target(url):
+    """Where a URL goes and what its request line says. Cached: the services call a handful of fixed URLs, and
+    what varies (Matomo's method, Supabase's filters) comes as params."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -244,8 +248,6 @@ def _target(url, params):
     host = _ascii_host(parts.hostname)
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
     query = quote(parts.query, safe="/%:@!$&'()*+,;=~?")
-    if params:
-        query = f"{query}&{urlencode(params)}" if query else urlencode(params)
     authorization = _basic_auth(parts.username, parts.password) if parts.username is not None else None
     return _Target(scheme, host, port or DEFAULT_PORTS[scheme], f"{path}?{query}" if query else path, authorization)
 

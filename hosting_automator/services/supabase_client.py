@@ -2,7 +2,6 @@
 page, write each outcome with a conditional update."""
 
 import logging
-from urllib.parse import urlencode
 
 from hosting_automator.core.http import (TRANSIENT_STATUSES, InvalidAddress, failure_kind, first_line, new_session,
                                          retry_after_seconds)
@@ -123,10 +122,9 @@ class SupabaseClient:
         if method == "PATCH":
             headers = {**headers, "Prefer": "return=representation"}
         try:
-            response = self.session.request(method, f"{self.table_url}?{urlencode(query)}", json=values,
-                                            headers=headers)
+            response = self.session.request(method, self.table_url, params=query, json=values, headers=headers)
         except InvalidAddress as err:
-            raise SupabaseSetupError(f"{what}: SUPABASE_URL: {err}") from err
+            raise SupabaseSetupError(f"{what}: {err}") from err
         except Exception as err:
             kind = failure_kind(err)
             if kind is None:
