@@ -106,7 +106,10 @@ def run(settings, arguments, recent_lines):
             logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
             pipeline = Pipeline(services, options, stop)
             outcomes = pipeline.run()
-            return _finish(settings, arguments, services, pipeline, outcomes, stop.is_set(), recent_lines)
+            try:
+                return _finish(settings, arguments, services, pipeline, outcomes, stop.is_set(), recent_lines)
+            finally:
+                outcomes.close()
         finally:
             services.close()
 
@@ -116,8 +119,7 @@ def _finish(settings, arguments, services, pipeline, outcomes, interrupted, rece
     from hosting_automator.services.healthcheck import ping
 
     dry_run = arguments.dry_run
-    failed = any(outcome.is_failure for outcome in outcomes)
-    exit_code = EXIT_FAILED if failed or pipeline.aborted or interrupted else EXIT_OK
+    exit_code = EXIT_FAILED if outcomes.any_failure or pipeline.aborted or interrupted else EXIT_OK
     summary = report.summary_line(outcomes, pipeline.aborted, interrupted, dry_run)
     if services.retry.retries:
         logger.info("Transient failures retried: %d", services.retry.retries)
@@ -141,9 +143,8 @@ def _report(arguments, outcomes, summary, exit_code):
         for chunk in report.json_chunks(outcomes, summary, exit_code, arguments.dry_run):
             sys.stdout.write(secret_values.mask(chunk))
         return
-    shown = [outcome for outcome in outcomes if outcome.is_failure] if arguments.quiet else outcomes
-    if shown:
-        print(secret_values.mask(report.as_table(shown)))
+    for line in report.table_lines(outcomes, failures_only=arguments.quiet):
+        print(secret_values.mask(line))
 
 
 def _sleep_unless_stopped(stop, seconds):

@@ -18,28 +18,9 @@ from hosting_automator.errors import (
     SupabaseError,
     SupabaseSetupError,
 )
+from hosting_automator.report import ACTIVE, FAILED, NOT_RECORDED, POSTPONED, RunOutcomes, SiteOutcome
 
 logger = logging.getLogger(__name__)
-
-ACTIVE, FAILED = "active", "failed"
-POSTPONED, NOT_RECORDED = "postponed", "not recorded"
-
-
-@dataclass(slots=True)
-class SiteOutcome:
-    """What happened to one row. `outcome` is what the report shows."""
-
-    site_id: object
-    domain: str
-    outcome: str  # active | failed | postponed | not recorded | changed meanwhile | interrupted | would … (dry run)
-    doc_root: str | None = None
-    matomo_id: int | None = None
-    error: str | None = None
-    warning: str | None = None
-
-    @property
-    def is_failure(self):
-        return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
 
 
 @dataclass
@@ -63,16 +44,16 @@ class Pipeline:
     # -- the run ---------------------------------------------------------------------------------------------
 
     def run(self):
-        """Process every selected pending site; return the outcomes in the order the sites were read."""
+        """Process every selected pending site; return their RunOutcomes, in the order the sites were read."""
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
         capacity = workers * 2  # rows are read only a little ahead of the work: memory stays flat
         in_flight = threading.BoundedSemaphore(capacity)
-        finished = []  # (position read, outcome); futures are dropped as soon as they are done
+        outcomes = RunOutcomes()  # futures are dropped as soon as they are done, outcomes go to a file
 
         def collect(future, position):
-            finished.append((position, future.result()))
+            outcomes.add(position, future.result())
             in_flight.release()
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
@@ -90,8 +71,7 @@ class Pipeline:
             for _ in range(capacity):  # every slot back means every site is done; short waits let signals in
                 while not in_flight.acquire(timeout=0.2):
                     pass
-        finished.sort(key=lambda item: item[0])
-        return [outcome for _, outcome in finished if outcome is not None]
+        return outcomes
 
     def _take_slot(self, in_flight):
         """Wait for a free worker; False when the run is stopping and no new site may start."""

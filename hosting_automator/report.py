@@ -1,18 +1,103 @@
-"""What a run did: the closing summary line, the table on the console, and the same as JSON."""
+"""What a run did: each site's outcome as it comes, the closing summary line, the table on the console, and the
+same as JSON."""
 
 import json
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, fields
 
+from hosting_automator.core.logging_setup import secret_values
+
+ACTIVE, FAILED = "active", "failed"
+POSTPONED, NOT_RECORDED = "postponed", "not recorded"
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
 
 
+@dataclass(slots=True)
+class SiteOutcome:
+    """What happened to one row. `outcome` is what the report shows."""
+
+    site_id: object
+    domain: str
+    outcome: str  # active | failed | postponed | not recorded | changed meanwhile | interrupted | would … (dry run)
+    doc_root: str | None = None
+    matomo_id: int | None = None
+    error: str | None = None
+    warning: str | None = None
+
+    @property
+    def is_failure(self):
+        return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
+
+
+FIELDS = tuple(field.name for field in fields(SiteOutcome))
+
+
+class RunOutcomes:
+    """Every site's outcome in the order the sites were read, kept in an unnamed temporary file instead of memory:
+    a run of ten thousand sites ends with the memory it started with. What the summary needs is counted as the
+    outcomes come. Workers finish out of order, so an outcome waits (one per worker slot at most) until every
+    site read before it is in; None stands for a site that was never started."""
+
+    def __init__(self):
+        self._file = None  # made by the first outcome: nothing to import or create before the first request
+        self._lock = threading.Lock()
+        self._waiting = {}
+        self._next_position = 0
+        self.counts = Counter()
+        self.active_without_matomo = 0
+        self.any_failure = False
+
+    def add(self, position, outcome):
+        with self._lock:
+            self._waiting[position] = outcome
+            while self._next_position in self._waiting:
+                ready = self._waiting.pop(self._next_position)
+                self._next_position += 1
+                if ready is not None:
+                    self._write(ready)
+
+    def _write(self, outcome):
+        self.counts[outcome.outcome] += 1
+        self.active_without_matomo += outcome.outcome == ACTIVE and outcome.matomo_id is None
+        self.any_failure = self.any_failure or outcome.is_failure
+        line = json.dumps([getattr(outcome, name) for name in FIELDS], ensure_ascii=False, default=str)
+        if self._file is None:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._file.write(secret_values.mask(line) + "\n")
+
+    def __len__(self):
+        return sum(self.counts.values())
+
+    def __iter__(self):
+        """The outcomes in the order read; each iteration reads the file afresh from its start."""
+        if self._file is None:
+            return
+        with self._lock:
+            self._file.flush()
+        fd, offset, pending = self._file.fileno(), 0, b""
+        while True:
+            block = os.pread(fd, 1 << 16, offset)
+            if not block:
+                return
+            offset += len(block)
+            *lines, pending = (pending + block).split(b"\n")
+            for line in lines:
+                yield SiteOutcome(*json.loads(line))
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+
+
 def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
-    active = [o for o in outcomes if o.outcome == "active"]
-    without_matomo = sum(1 for o in active if o.matomo_id is None)
-    failed = sum(1 for o in outcomes if o.outcome == "failed")
-    unrecorded = sum(1 for o in outcomes if o.outcome == "not recorded")
-    postponed = sum(1 for o in outcomes if o.outcome == "postponed")
-    changed = sum(1 for o in outcomes if o.outcome == "changed meanwhile")
-    parts = [f"{len(active)} active ({without_matomo} without Matomo)", f"{failed} failed"]
+    counts = outcomes.counts
+    failed, unrecorded = counts[FAILED], counts[NOT_RECORDED]
+    postponed, changed = counts[POSTPONED], counts["changed meanwhile"]
+    parts = [f"{counts[ACTIVE]} active ({outcomes.active_without_matomo} without Matomo)", f"{failed} failed"]
     if postponed:
         parts.append(f"{postponed} left pending (service unreachable)")
     if unrecorded:
@@ -29,13 +114,28 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
     return line + (" (dry run: nothing changed)" if dry_run else "")
 
 
-def as_table(outcomes):
-    """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning."""
-    rows = [COLUMNS] + [(o.domain, o.outcome, _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning))
-                        for o in outcomes]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    return "\n".join("  ".join([row[i].ljust(widths[i]) for i in range(len(COLUMNS) - 1)] + [row[-1]]).rstrip()
-                     for row in rows)
+def table_lines(outcomes, failures_only=False):
+    """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning.
+    Two passes, the first for the column widths, so no run's table is ever held whole; nothing without a site."""
+    def rows():
+        for o in outcomes:
+            if o.is_failure or not failures_only:
+                yield o.domain, o.outcome, _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning)
+
+    widths = [len(name) for name in COLUMNS[:-1]]
+    shown = 0
+    for row in rows():
+        shown += 1
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
+    if not shown:
+        return
+    yield _table_line(COLUMNS, widths)
+    for cells in rows():
+        yield _table_line(cells, widths)
+
+
+def _table_line(cells, widths):
+    return "  ".join([cell.ljust(width) for cell, width in zip(cells, widths)] + [cells[-1]]).rstrip()
 
 
 def json_chunks(outcomes, summary, exit_code, dry_run=False):

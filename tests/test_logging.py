@@ -77,7 +77,7 @@ def test_every_secret_is_masked_in_console_file_and_recent_lines(tmp_path):
 def test_library_warnings_go_through_the_masking_handlers(tmp_path):
     console, log_file, _ = configured(tmp_path)
     secret_values.add("library-secret-1")
-    logging.getLogger("dotenv.main").warning("could not parse a line holding library-secret-1")
+    logging.getLogger("a_library.module").warning("could not parse a line holding library-secret-1")
     assert "WARNING could not parse a line holding ***" in log_file.read_text()
 
 

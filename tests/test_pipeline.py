@@ -115,7 +115,7 @@ def services(retry):
 
 def run(services, **options):
     pipeline = Pipeline(services, RunOptions(**options))
-    return pipeline, pipeline.run()
+    return pipeline, list(pipeline.run())
 
 
 def test_every_step_succeeds_row_becomes_active_with_doc_root_and_matomo_id(services):
@@ -296,7 +296,7 @@ def test_stop_requested_mid_site_abandons_it_without_writing(retry):
         return original(domain)
 
     services.cloudpanel.create_static_site = signal_arrives
-    outcomes = Pipeline(services, RunOptions(), stop).run()
+    outcomes = list(Pipeline(services, RunOptions(), stop).run())
     assert [o.outcome for o in outcomes] == ["interrupted"]
     assert services.supabase.updates == []
     assert "b.example" not in services.cloudpanel.sites
