@@ -177,8 +177,7 @@ class HttpSession:
             idle = self._idle.get(origin)
             while idle:
                 connection = idle.pop()
-                sock = connection.sock
-                if sock is not None and not select.select([sock], [], [], 0)[0]:
+                if connection.sock is not None and not _readable(connection.sock):
                     return connection
                 connection.close()
         return None
@@ -217,6 +216,14 @@ class HttpSession:
                 else:
                     self._ssl_context = ssl.create_default_context(cafile=bundle)
             return self._ssl_context
+
+
+def _readable(sock):
+    """True when an idle connection has something to read: the server closed it (or sent what nobody asked for).
+    poll, not select: select fails on descriptors above 1023."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def new_session(timeout, pool_size=1):
