@@ -148,6 +148,16 @@ def test_one_connection_is_kept_alive_and_one_the_server_closed_is_replaced(raw_
     assert len(server.connections) == 2  # the first two requests shared one connection
 
 
+def test_a_chunked_answer_is_read_whole_and_its_connection_kept(raw_server):
+    server = raw_server(answer=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+                               b"5\r\n{\"a\":\r\n3\r\n [1\r\n2\r\n]}\r\n0\r\n\r\n")
+    url = f"http://127.0.0.1:{server.port}/x"
+    with new_session(timeout=5) as session:
+        answers = [session.get(url).json(), session.get(url).json()]
+    assert answers == [{"a": [1]}, {"a": [1]}]
+    assert len(server.connections) == 1
+
+
 def test_a_redirect_is_not_followed_but_reported_with_where_it_points(httpserver):
     httpserver.expect_request("/index.php").respond_with_data(
         "", status=301, headers={"Location": "https://stats.example.org/index.php"})
