@@ -74,8 +74,8 @@ def patch_of(domain, fault):
 @pytest.mark.parametrize("fault, reason", [
     (Fault.status(500, {"code": "XX000", "details": None, "hint": None, "message": "internal error"}),
      "HTTP 500 XX000: internal error"),
-    (Fault.drop(), "cannot reach Supabase"),
-    (Fault.delay(1.0), "no answer from Supabase within 0.3 s"),
+    (Fault.drop(), "Supabase: cannot connect (Remote end closed connection without response)"),
+    (Fault.delay(1.0), "Supabase: no answer within 0.3 s (timeout)"),
 ])
 def test_final_write_failing_leaves_the_site_pending_and_the_next_run_converges(standins, fault, reason):
     for domain in ("a.example.test", "b.example.test"):

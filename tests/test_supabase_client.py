@@ -256,7 +256,7 @@ def test_fetch_pending_hosting_sites_slow_answer_raises_transient_timeout_error(
         list(client.fetch_pending_hosting_sites())
     released.set()
 
-    assert str(caught.value) == "read the pending sites: no answer from Supabase within 0.2 s"
+    assert str(caught.value) == "read the pending sites: Supabase: no answer within 0.2 s (timeout)"
     assert caught.value.transient is True
 
 
@@ -272,7 +272,7 @@ def test_fetch_pending_hosting_sites_nothing_listening_raises_transient_cannot_r
     finally:
         client.close()
 
-    assert str(caught.value).startswith("read the pending sites: cannot reach Supabase (")
+    assert str(caught.value).startswith("read the pending sites: Supabase: cannot connect (")
     assert caught.value.transient is True
     assert sleeps == [0.75, 1.5, 3.0]
     assert SERVICE_KEY not in str(caught.value)

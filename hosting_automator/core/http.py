@@ -317,14 +317,10 @@ def send(session, method, url, *, error, what, **kwargs):
     except InvalidAddress as err:
         raise error(f"{what}: {err}") from err
     except Exception as err:
-        kind = failure_kind(err)
-        if kind is None:
+        failure = network_failure(err, timeout)
+        if failure is None:
             raise
-        if kind == "timeout":
-            raise error(f"{what}: no answer within {timeout:g} s (timeout)", transient=True) from err
-        if kind == "connect":
-            raise error(f"{what}: cannot connect ({first_line(err)})", transient=True) from err
-        raise error(f"{what}: the answer was cut short or malformed ({first_line(err)})", transient=True) from err
+        raise error(f"{what}: {failure}", transient=True) from err
     logger.debug("%s %s: HTTP %d", method, url, response.status_code)
     if response.is_redirect:  # not followed (see HttpSession): the setting names an address that moved
         raise error(f"{what}: HTTP {response.status_code}, a redirect to {response.headers['Location']}: "
@@ -338,15 +334,15 @@ def send(session, method, url, *, error, what, **kwargs):
     return response
 
 
-def failure_kind(err):
-    """How a request failed: "timeout", "connect" (refused, reset, DNS, TLS), "protocol" (an answer cut short
-    or not HTTP), or None for an error that is not the network's (a bug)."""
+def network_failure(err, timeout):
+    """What went wrong on the way, for a request that raised `err`; None when `err` is not the network's (a bug).
+    Every such failure is transient: the next attempt may find the service back."""
     if isinstance(err, TimeoutError):
-        return "timeout"
+        return f"no answer within {timeout:g} s (timeout)"
+    if isinstance(err, (OSError, http.client.RemoteDisconnected)):  # refused, reset, DNS, TLS, closed on us
+        return f"cannot connect ({first_line(err)})"
     if isinstance(err, http.client.HTTPException):
-        return "connect" if isinstance(err, http.client.RemoteDisconnected) else "protocol"
-    if isinstance(err, OSError):
-        return "connect"
+        return f"the answer was cut short or malformed ({first_line(err)})"
     return None
 
 

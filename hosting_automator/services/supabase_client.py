@@ -3,7 +3,7 @@ page, write each outcome with a conditional update."""
 
 import logging
 
-from hosting_automator.core.http import (TRANSIENT_STATUSES, InvalidAddress, failure_kind, first_line, new_session,
+from hosting_automator.core.http import (TRANSIENT_STATUSES, InvalidAddress, network_failure, new_session,
                                          retry_after_seconds)
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
@@ -126,13 +126,10 @@ class SupabaseClient:
         except InvalidAddress as err:
             raise SupabaseSetupError(f"{what}: {err}") from err
         except Exception as err:
-            kind = failure_kind(err)
-            if kind is None:
+            failure = network_failure(err, self.timeout)
+            if failure is None:
                 raise
-            if kind == "timeout":
-                raise SupabaseError(f"{what}: no answer from Supabase within {self.timeout:g} s",
-                                    transient=True) from err
-            raise SupabaseError(f"{what}: cannot reach Supabase ({first_line(err)})", transient=True) from err
+            raise SupabaseError(f"{what}: Supabase: {failure}", transient=True) from err
         if response.status_code >= 300:
             raise self._translate(_error_of(response), what)
         try:
