@@ -1,6 +1,8 @@
 """Shared fixtures: no test leaks secrets, logging handlers or settings into the next."""
 
 import logging
+import socket
+import threading
 
 import pytest
 
@@ -59,3 +61,17 @@ def gateway_standins(tmp_path):
     started = start_all(tmp_path / "standins", gateway=True)
     yield started
     started.stop()
+
+
+@pytest.fixture
+def socket_timeouts(monkeypatch):
+    """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
+    seen, real, test_thread = [], socket.socket.settimeout, threading.get_ident()
+
+    def recording(sock, value):
+        if threading.get_ident() == test_thread:
+            seen.append(value)
+        return real(sock, value)
+
+    monkeypatch.setattr(socket.socket, "settimeout", recording)
+    return seen

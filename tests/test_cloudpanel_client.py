@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import socket
 import stat
 import sys
 import threading
@@ -24,6 +23,7 @@ from hosting_automator.errors import CertificateError, CloudPanelError, ServiceE
 from hosting_automator.services import cloudpanel_client
 from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, ClpctlClient, GatewayClient,
                                                           StaticSite, document_root, site_user_for)
+from tests.sockets import closed_port
 from tests.standins import clpctl_state
 from tests.standins.gateway import FakeGateway
 
@@ -423,27 +423,6 @@ def gateway(httpserver, gateway_session):
     httpserver.check()
 
 
-@pytest.fixture
-def socket_timeouts(monkeypatch):
-    """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
-    seen, real, test_thread = [], socket.socket.settimeout, threading.get_ident()
-
-    def recording(sock, value):
-        if threading.get_ident() == test_thread:
-            seen.append(value)
-        return real(sock, value)
-
-    monkeypatch.setattr(socket.socket, "settimeout", recording)
-    return seen
-
-
-def unused_port_url():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def only_request(httpserver):
     (request, _), = httpserver.log
     return request
@@ -586,7 +565,7 @@ def test_gateway_create_static_site_html_200_says_not_json(httpserver, gateway):
 
 
 def test_gateway_create_static_site_connection_refused_is_transient(gateway_session):
-    gateway = GatewayClient(unused_port_url(), GATEWAY_TOKEN, gateway_session)
+    gateway = GatewayClient(f"http://127.0.0.1:{closed_port()}", GATEWAY_TOKEN, gateway_session)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")

@@ -4,13 +4,12 @@ HTTP client core/http.py is built on."""
 
 import logging
 import re
-import socket
-import threading
 
 import pytest
 
 from hosting_automator.core.http import new_session
 from hosting_automator.services.healthcheck import BODY_MAX_BYTES, PING_TIMEOUT, ping
+from tests.sockets import closed_port
 
 CHECK = "/5f1b3c9e-0d2a-4e7b-9a61-2c8d4f0e7b13"
 
@@ -31,27 +30,6 @@ def _server_access_log_left_out(caplog):
 def session():
     with new_session(timeout=30) as session:
         yield session
-
-
-@pytest.fixture
-def socket_timeouts(monkeypatch):
-    """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
-    seen, real, test_thread = [], socket.socket.settimeout, threading.get_ident()
-
-    def recording(sock, value):
-        if threading.get_ident() == test_thread:
-            seen.append(value)
-        return real(sock, value)
-
-    monkeypatch.setattr(socket.socket, "settimeout", recording)
-    return seen
-
-
-def unused_port_url():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}{CHECK}"
 
 
 @pytest.mark.parametrize("state, suffix", [("start", "/start"), ("success", ""), ("fail", "/fail")])
@@ -76,7 +54,7 @@ def test_ping_body_longer_than_limit_is_cut_to_100_kb(httpserver, url, session):
 
 
 def test_ping_connection_error_only_logs_a_warning(session, caplog):
-    ping(session, unused_port_url(), "start")
+    ping(session, f"http://127.0.0.1:{closed_port()}{CHECK}", "start")
 
     warning, = [record for record in caplog.records if record.levelno == logging.WARNING]
     # the exception's class only, whichever HTTP library raised it: the URL is the check's key

@@ -13,6 +13,7 @@ from pytest_httpserver import HTTPServer
 
 from hosting_automator.core.http import new_session, send
 from hosting_automator.errors import MatomoError
+from tests.sockets import closed_port
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
                    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -93,12 +94,6 @@ def raw_server():
     yield start
     for server in servers:
         server.close()
-
-
-def closed_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_form_and_json_bodies_and_headers_are_sent_exactly(httpserver):

@@ -14,6 +14,7 @@ from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 from hosting_automator.services.supabase_client import MIGRATION_HINT, SupabaseClient
+from tests.sockets import closed_port
 
 SERVICE_KEY = "sb_secret_Kq7vX2pLm9RtZw4YbN8cJd3F"
 TABLE_PATH = "/rest/v1/sites"
@@ -261,10 +262,7 @@ def test_fetch_pending_hosting_sites_slow_answer_raises_transient_timeout_error(
 
 
 def test_fetch_pending_hosting_sites_nothing_listening_raises_transient_cannot_reach(sleeps):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = SupabaseClient(url=f"http://127.0.0.1:{port}", service_key=SERVICE_KEY, table="sites", timeout=2,
+    client = SupabaseClient(url=f"http://127.0.0.1:{closed_port()}", service_key=SERVICE_KEY, table="sites", timeout=2,
                             retry=RetryPolicy(sleep=sleeps, jitter=lambda: 0.5))
     try:
         with pytest.raises(SupabaseError) as caught:
