@@ -64,8 +64,6 @@ def once(fault, predicate=None):
     """A fault hook that injects `fault` on the first request matching `predicate`, then never again."""
     return times(1, fault, predicate)
 
-    return hook
-
 
 def times(n, fault, predicate=None):
     """A fault hook that injects `fault` on the first `n` requests matching `predicate`."""
