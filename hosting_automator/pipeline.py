@@ -53,8 +53,10 @@ class Pipeline:
         outcomes = RunOutcomes()  # futures are dropped as soon as they are done, outcomes go to a file
 
         def collect(future, position):
-            outcomes.add(position, future.result())
-            in_flight.release()
+            try:
+                outcomes.add(position, future.result())
+            finally:
+                in_flight.release()  # whatever happens, or the run would wait for this slot for ever
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
             try:

@@ -2,16 +2,21 @@
 same as JSON."""
 
 import json
+import logging
 import os
 import threading
+from array import array
 from collections import Counter
 from dataclasses import dataclass, fields
 
 from hosting_automator.core.logging_setup import secret_values
 
+logger = logging.getLogger(__name__)
+
 ACTIVE, FAILED = "active", "failed"
 POSTPONED, NOT_RECORDED = "postponed", "not recorded"
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
+NOT_STARTED = -1
 
 
 @dataclass(slots=True)
@@ -35,58 +40,70 @@ FIELDS = tuple(field.name for field in fields(SiteOutcome))
 
 
 class RunOutcomes:
-    """Every site's outcome in the order the sites were read, kept in an unnamed temporary file instead of memory:
-    a run of ten thousand sites ends with the memory it started with. What the summary needs is counted as the
-    outcomes come. Workers finish out of order, so an outcome waits (one per worker slot at most) until every
-    site read before it is in; None stands for a site that was never started."""
+    """Every site's outcome, kept in an unnamed temporary file instead of memory, and read back in the order the
+    sites were read. Workers finish in any order: each line is appended as its site finishes, and only where it
+    lies is remembered (16 bytes a site, where a SiteOutcome took some 400). What the summary needs is counted as
+    the outcomes come. Should the file become unwritable (a full disk), the rest are kept in memory."""
 
     def __init__(self):
         self._file = None  # made by the first outcome: nothing to import or create before the first request
+        self._size = 0
         self._lock = threading.Lock()
-        self._waiting = {}
-        self._next_position = 0
+        self._offsets = array("q")  # by position read: where the site's line starts, or NOT_STARTED
+        self._lengths = array("l")
+        self._in_memory = None  # position -> SiteOutcome, once the file has failed
         self.counts = Counter()
         self.active_without_matomo = 0
         self.any_failure = False
 
     def add(self, position, outcome):
+        """The outcome of the site read at `position` (0, 1, …); None for a site that was never started."""
         with self._lock:
-            self._waiting[position] = outcome
-            while self._next_position in self._waiting:
-                ready = self._waiting.pop(self._next_position)
-                self._next_position += 1
-                if ready is not None:
-                    self._write(ready)
+            missing = position + 1 - len(self._offsets)
+            if missing > 0:
+                self._offsets.extend([NOT_STARTED] * missing)
+                self._lengths.extend([0] * missing)
+            if outcome is None:
+                return
+            self.counts[outcome.outcome] += 1
+            self.active_without_matomo += outcome.outcome == ACTIVE and outcome.matomo_id is None
+            self.any_failure = self.any_failure or outcome.is_failure
+            # masked before encoding (an escaped secret would no longer match); ASCII, so no text can fail to encode
+            line = json.dumps([secret_values.mask(getattr(outcome, name)) for name in FIELDS], default=str) + "\n"
+            if self._in_memory is None and self._append(line.encode("ascii")):
+                self._offsets[position], self._lengths[position] = self._size - len(line), len(line)
+            else:
+                self._in_memory = self._in_memory or {}
+                self._in_memory[position] = outcome
 
-    def _write(self, outcome):
-        self.counts[outcome.outcome] += 1
-        self.active_without_matomo += outcome.outcome == ACTIVE and outcome.matomo_id is None
-        self.any_failure = self.any_failure or outcome.is_failure
-        line = json.dumps([getattr(outcome, name) for name in FIELDS], ensure_ascii=False, default=str)
-        if self._file is None:
-            import tempfile
+    def _append(self, data):
+        try:
+            if self._file is None:
+                import tempfile
 
-            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
-        self._file.write(secret_values.mask(line) + "\n")
+                self._file = tempfile.TemporaryFile(buffering=0)
+            if self._file.write(data) != len(data):
+                raise OSError("short write")
+        except OSError as err:
+            logger.warning("The run's outcomes cannot be kept in a temporary file (%s); keeping the rest in memory",
+                           err)
+            if self._file is not None:
+                os.ftruncate(self._file.fileno(), self._size)
+            return False
+        self._size += len(data)
+        return True
 
     def __len__(self):
         return sum(self.counts.values())
 
     def __iter__(self):
-        """The outcomes in the order read; each iteration reads the file afresh from its start."""
-        if self._file is None:
-            return
-        with self._lock:
-            self._file.flush()
-        fd, offset, pending = self._file.fileno(), 0, b""
-        while True:
-            block = os.pread(fd, 1 << 16, offset)
-            if not block:
-                return
-            offset += len(block)
-            *lines, pending = (pending + block).split(b"\n")
-            for line in lines:
-                yield SiteOutcome(*json.loads(line))
+        """The outcomes in the order the sites were read; each iteration starts again from the first."""
+        for position in range(len(self._offsets)):
+            offset = self._offsets[position]
+            if offset != NOT_STARTED:
+                yield SiteOutcome(*json.loads(os.pread(self._file.fileno(), self._lengths[position], offset)))
+            elif self._in_memory and position in self._in_memory:
+                yield self._in_memory[position]
 
     def close(self):
         if self._file is not None:

@@ -13,6 +13,7 @@ from hosting_automator.errors import (
     SupabaseSetupError,
 )
 from hosting_automator.pipeline import Pipeline, RunOptions
+from hosting_automator.report import RunOutcomes
 from hosting_automator.services.cloudpanel_client import StaticSite
 from hosting_automator.services.served_certificate import ServedCertificate
 
@@ -345,3 +346,24 @@ def test_certificate_service_unreachable_leaves_the_row_pending_with_the_site_ke
     _, outcomes = run(services)
     assert services.supabase.rows[1]["status_hosting"] == "pending"
     assert outcomes[0].outcome == "postponed" and outcomes[0].doc_root.endswith("/htdocs/good.example")
+
+
+def test_an_outcome_that_cannot_be_kept_loses_that_line_only_and_never_hangs_the_run(retry, monkeypatch):
+    services = MemoryServices([row(1, "a.example"), row(2, "b.example"), row(3, "c.example")], retry)
+    real_add = RunOutcomes.add
+
+    def add(self, position, outcome):
+        if position == 0:
+            raise OSError(28, "No space left on device")
+        return real_add(self, position, outcome)
+
+    monkeypatch.setattr(RunOutcomes, "add", add)
+    finished = []
+    runner = threading.Thread(target=lambda: finished.append(list(Pipeline(services, RunOptions()).run())),
+                              daemon=True)
+    runner.start()
+    runner.join(10)
+
+    assert finished, "the run waited for ever for the slot of the outcome that failed"
+    assert [o.domain for o in finished[0]] == ["b.example", "c.example"]
+    assert {services.supabase.rows[i]["status_hosting"] for i in (1, 2, 3)} == {"active"}

@@ -2,6 +2,8 @@
 finish in, and the summary, the table and the JSON read them back exactly."""
 
 import json
+import os
+import threading
 
 import pytest
 
@@ -23,7 +25,6 @@ def outcomes():
 def test_outcomes_finished_out_of_order_are_read_back_in_the_order_read_and_never_started_ones_left_out(outcomes):
     outcomes.add(2, ACTIVE_C)
     outcomes.add(1, None)  # queued, never started: the run was stopping
-    assert list(outcomes) == []  # c waits until everything read before it is in
     outcomes.add(3, FAILED_B)
     outcomes.add(0, ACTIVE_A)
 
@@ -33,28 +34,57 @@ def test_outcomes_finished_out_of_order_are_read_back_in_the_order_read_and_neve
     assert summary_line(outcomes) == "Run finished: 2 active (1 without Matomo), 1 failed"
 
 
-def test_ten_thousand_outcomes_are_kept_on_disk_not_in_memory(outcomes):
-    for position in range(10_000):
+def test_a_slow_first_site_holds_back_nothing_in_memory_while_thousands_finish_after_it(outcomes):
+    for position in range(1, 10_000):
         outcomes.add(position, SiteOutcome(position, f"site{position}.example", "active", f"/home/s{position}", 1))
-    assert not outcomes._waiting
-    assert sum(1 for _ in outcomes) == 10_000
-    assert [o.domain for o in outcomes][-1] == "site9999.example"
+    outcomes.add(0, SiteOutcome(0, "slow.example", "failed", error="SSL: timeout"))
+
+    assert outcomes._in_memory is None  # every outcome is in the file, memory only says where
+    read = list(outcomes)
+    assert [o.domain for o in read[:2]] == ["slow.example", "site1.example"] and len(read) == 10_000
+    assert read[-1] == SiteOutcome(9999, "site9999.example", "active", "/home/s9999", 1)
 
 
-@pytest.fixture
-def token():
-    secret_values.add("tok-3f9a7c2e1b")
-    yield "tok-3f9a7c2e1b"
-    secret_values.discard("tok-3f9a7c2e1b")
+def test_outcomes_added_from_many_threads_at_once_all_come_back_in_order(outcomes):
+    def finish(first):
+        for position in range(first, 4000, 8):
+            outcomes.add(position, SiteOutcome(position, f"s{position}.example", "active", "/d", position))
+
+    threads = [threading.Thread(target=finish, args=(first,)) for first in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [o.site_id for o in outcomes] == list(range(4000))
+    assert outcomes.counts["active"] == 4000
 
 
-def test_a_secret_in_an_outcome_never_reaches_the_file(outcomes, token):
-    outcomes.add(0, SiteOutcome(1, "a.example", "failed", error="Matomo: bad token tok-3f9a7c2e1b"))
+def test_a_file_that_cannot_be_written_keeps_the_rest_in_memory_and_loses_none(outcomes, monkeypatch, caplog):
+    outcomes.add(0, ACTIVE_A)
+    real_write = outcomes._file.write
 
-    outcomes._file.seek(0)
-    on_disk = outcomes._file.read()
-    assert "tok-3f9a7c2e1b" not in on_disk and "***" in on_disk
-    assert [o.error for o in outcomes] == ["Matomo: bad token ***"]
+    def disk_full(data):
+        real_write(data[:5])  # a partial line, as a full disk leaves it
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outcomes._file, "write", disk_full)
+    outcomes.add(2, ACTIVE_C)
+    outcomes.add(1, FAILED_B)
+
+    assert list(outcomes) == [ACTIVE_A, FAILED_B, ACTIVE_C]
+    assert "keeping the rest in memory" in caplog.text and "No space left on device" in caplog.text
+
+
+def test_text_no_encoding_can_write_and_secrets_even_with_quotes_never_reach_the_file(outcomes):
+    secret_values.add("tok-3f9a7c2e1b")  # conftest clears the secrets after every test
+    secret_values.add('pa"ss\\word9')
+    odd = SiteOutcome(1, "a.example", "failed", error="Matomo: \udcff bad token tok-3f9a7c2e1b or pa\"ss\\word9")
+    outcomes.add(0, odd)
+
+    on_disk = os.pread(outcomes._file.fileno(), 10_000, 0).decode("ascii")
+    assert "tok-3f9a7c2e1b" not in on_disk and "word9" not in on_disk and on_disk.count("***") == 2
+    assert [o.error for o in outcomes] == ["Matomo: \udcff bad token *** or ***"]
 
 
 def test_table_lines_align_columns_and_quiet_shows_only_failures(outcomes):
