@@ -222,6 +222,21 @@ def test_http_goes_through_the_proxy_of_the_environment_read_once_and_no_proxy_i
     assert direct.received[0].startswith(b"GET /health HTTP/1.1\r\n")
 
 
+def test_a_network_in_no_proxy_covers_its_addresses_and_an_ipv6_literal_is_bracketed_for_the_proxy(raw_server,
+                                                                                                   monkeypatch):
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    proxy, direct = raw_server(answer), raw_server(answer)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("no_proxy", "example.org, 127.0.0.0/8")
+    session = new_session(timeout=5)
+
+    session.get(f"http://127.0.0.1:{direct.port}/health")
+    session.get("http://[fd00::7]:8080/x")
+
+    assert direct.received[0].startswith(b"GET /health HTTP/1.1\r\n")
+    assert proxy.received[0].startswith(b"GET http://[fd00::7]:8080/x HTTP/1.1\r\n")
+
+
 def test_https_goes_through_the_proxy_as_a_tunnel(raw_server, monkeypatch):
     proxy = raw_server(answer=b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
     monkeypatch.setenv("https_proxy", f"http://ops:pw@127.0.0.1:{proxy.port}")
@@ -275,3 +290,15 @@ def test_tls_is_verified_by_default_and_an_unknown_ca_is_refused(https_server, m
     with pytest.raises(MatomoError) as caught:
         send(new_session(timeout=5), "GET", server.url_for("/"), error=MatomoError, what="Matomo")
     assert "certificate verify failed" in str(caught.value)
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_is_a_final_error_naming_the_setting(https_server, monkeypatch, tmp_path):
+    server, _ = https_server
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(MatomoError) as caught:
+        send(new_session(timeout=5), "GET", server.url_for("/"), error=MatomoError, what="Matomo")
+    assert str(caught.value) == (f"Matomo: the CA bundle {tmp_path / 'missing.pem'} (SSL_CERT_FILE) cannot be loaded: "
+                                 "No such file or directory")
+    assert not caught.value.transient

@@ -20,10 +20,11 @@ DEFAULT_USER_AGENT = "hosting-automator"
 TRANSIENT_STATUSES = {429, 502, 503, 504, 520}  # 520: Cloudflare's "the origin answered something odd"
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 DEFAULT_PORTS = {"http": 80, "https": 443}
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")  # first set wins
 
 
-class InvalidAddress(ValueError):
-    """A URL this client cannot send to: not http(s), no host, or a proxy it cannot use."""
+class UnusableSetting(ValueError):
+    """A URL, proxy or CA bundle this client cannot use: a setting to fix, which no retry would change."""
 
 
 class Response:
@@ -65,7 +66,7 @@ class _Origin:
         if proxy:
             parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
             if parts.scheme != "http" or not parts.hostname:
-                raise InvalidAddress(f"the proxy {_without_credentials(proxy)!r} from the environment is not an "
+                raise UnusableSetting(f"the proxy {_without_credentials(proxy)!r} from the environment is not an "
                                      "http:// proxy, the only kind this client can use")
             self.proxy_host, self.proxy_port = parts.hostname, parts.port or 80
             if parts.username is not None:
@@ -135,7 +136,8 @@ class HttpSession:
         else:
             connection.sock.settimeout(timeout)
         if origin.via_plain_proxy:
-            path = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+            shown_host = f"[{host}]" if ":" in host else host
+            path = f"http://{shown_host}{'' if port == 80 else f':{port}'}{path}"
             if origin.proxy_authorization:
                 headers = {**headers, "Proxy-Authorization": origin.proxy_authorization}
         try:
@@ -168,7 +170,10 @@ class HttpSession:
         key = (scheme, host, port)
         origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[key] = _Origin(scheme, host, port, _environment_proxy(scheme, host))
+            with self._lock:  # one _Origin per key: idle connections are filed under it
+                origin = self._origins.get(key)
+                if origin is None:
+                    origin = self._origins[key] = _Origin(scheme, host, port, _environment_proxy(scheme, host))
         return origin
 
     def _idle_connection(self, origin):
@@ -205,16 +210,21 @@ class HttpSession:
             if self._ssl_context is None:
                 import ssl
 
-                bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
-                if not bundle:
+                variable = next((name for name in CA_BUNDLE_VARIABLES if os.environ.get(name)), None)
+                if variable:
+                    bundle = os.environ[variable]
+                else:
                     import certifi
 
-                    bundle = certifi.where()
-                if os.path.isdir(bundle):
-                    self._ssl_context = ssl.create_default_context(capath=bundle)
-                else:
-                    self._ssl_context = ssl.create_default_context(cafile=bundle)
+                    bundle, variable = certifi.where(), "certifi's bundle"
+                try:
+                    if os.path.isdir(bundle):
+                        self._ssl_context = ssl.create_default_context(capath=bundle)
+                    else:
+                        self._ssl_context = ssl.create_default_context(cafile=bundle)
+                except (OSError, ssl.SSLError) as err:
+                    raise UnusableSetting(f"the CA bundle {bundle} ({variable}) cannot be loaded: "
+                                          f"{err.strerror or err}") from None
             return self._ssl_context
 
 
@@ -246,12 +256,12 @@ def _target(url):
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as err:
-        raise InvalidAddress(f"{_without_credentials(url)!r} is not a valid address ({err})") from None
+        raise UnusableSetting(f"{_without_credentials(url)!r} is not a valid address ({err})") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise InvalidAddress(f"{_without_credentials(url)!r} is not an http:// or https:// address")
+        raise UnusableSetting(f"{_without_credentials(url)!r} is not an http:// or https:// address")
     if not parts.hostname:
-        raise InvalidAddress(f"{_without_credentials(url)!r} names no host")
+        raise UnusableSetting(f"{_without_credentials(url)!r} names no host")
     host = _ascii_host(parts.hostname)
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
     query = quote(parts.query, safe="/%:@!$&'()*+,;=~?")
@@ -268,7 +278,7 @@ def _ascii_host(host):
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as err:
-        raise InvalidAddress(f"the host {host!r} is not a valid international name ({err})") from None
+        raise UnusableSetting(f"the host {host!r} is not a valid international name ({err})") from None
 
 
 def _basic_auth(username, password):
@@ -284,14 +294,33 @@ def _without_credentials(url):
 
 
 def _environment_proxy(scheme, host):
-    """The proxy for scheme://host from the environment (https_proxy, http_proxy, all_proxy, no_proxy), or None."""
+    """The proxy for scheme://host from the environment (https_proxy, http_proxy, all_proxy, no_proxy), or None.
+    no_proxy as curl and requests read it: names, domain suffixes, addresses, and networks (10.0.0.0/8)."""
     from urllib.request import getproxies, proxy_bypass
 
     proxies = getproxies()
     proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or proxy_bypass(host):
+    if not proxy or proxy_bypass(host) or _in_no_proxy_network(host):
         return None
     return proxy
+
+
+def _in_no_proxy_network(host):
+    """urllib's proxy_bypass matches names only; a network in no_proxy covers the addresses in it."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(","):
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry.strip(), strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 def _body(headers, data, json_value):
@@ -314,7 +343,7 @@ def send(session, method, url, *, error, what, **kwargs):
     timeout = kwargs.get("timeout") or session.timeout
     try:
         response = session.request(method, url, **kwargs)
-    except InvalidAddress as err:
+    except UnusableSetting as err:
         raise error(f"{what}: {err}") from err
     except Exception as err:
         failure = network_failure(err, timeout)
@@ -342,6 +371,9 @@ def network_failure(err, timeout):
     if isinstance(err, (OSError, http.client.RemoteDisconnected)):  # refused, reset, DNS, TLS, closed on us
         return f"cannot connect ({first_line(err)})"
     if isinstance(err, http.client.HTTPException):
+        # transient too, though the request may have been acted on: every create is preceded, on each attempt, by
+        # a look-up (CloudPanel's database, Matomo by URL, the served certificate, the row re-read), so a resend
+        # doubles nothing. A new call that creates must keep to that rule.
         return f"the answer was cut short or malformed ({first_line(err)})"
     return None
 

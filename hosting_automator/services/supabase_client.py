@@ -3,7 +3,7 @@ page, write each outcome with a conditional update."""
 
 import logging
 
-from hosting_automator.core.http import (TRANSIENT_STATUSES, InvalidAddress, network_failure, new_session,
+from hosting_automator.core.http import (TRANSIENT_STATUSES, UnusableSetting, network_failure, new_session,
                                          retry_after_seconds)
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
@@ -123,7 +123,7 @@ class SupabaseClient:
             headers = {**headers, "Prefer": "return=representation"}
         try:
             response = self.session.request(method, self.table_url, params=query, json=values, headers=headers)
-        except InvalidAddress as err:
+        except UnusableSetting as err:
             raise SupabaseSetupError(f"{what}: {err}") from err
         except Exception as err:
             failure = network_failure(err, self.timeout)
