@@ -102,4 +102,21 @@ def test_log_file_is_bounded(tmp_path):
         logger.info("line %03d %s", index, "x" * 40)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["run.log"] + [f"run.log.{n}" for n in range(1, LOG_FILE_BACKUPS + 1)]
-    assert all(p.stat().st_size <= 2100 for p in tmp_path.iterdir())
+    assert all(p.stat().st_size < 2000 for p in tmp_path.iterdir())  # rotated before a line would reach the bound
+    assert all(p.stat().st_size > 2000 - 100 for p in tmp_path.iterdir() if p.name != "run.log")  # and not sooner
+
+
+def test_log_file_size_counts_what_it_held_already_and_multibyte_text(tmp_path):
+    (tmp_path / "run.log").write_text("x" * 1989 + "\n")
+    configured(tmp_path)
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+    handler.maxBytes = 2000
+    logger = logging.getLogger("hosting_automator.test")
+
+    logger.info("é")  # the file already holds 1990 bytes: this line would pass 2000
+    assert (tmp_path / "run.log.1").stat().st_size == 1990
+    for index in range(60):
+        logger.info("%02d %s", index, "é" * 20)  # 40 bytes of UTF-8 in 20 characters: a line of 69 bytes
+    rotated = sorted(p for p in tmp_path.iterdir() if p.name != "run.log")
+    assert len(rotated) == 3 and rotated[-1].stat().st_size == 1990  # the oldest: the file as it was found
+    assert all(2000 - 69 <= p.stat().st_size < 2000 for p in rotated[:-1])  # counted in bytes, not characters

@@ -107,19 +107,34 @@ class _LineFormatter(logging.Formatter):
 
 
 class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler without its two stat() calls and seek on every line: the file is opened in append mode
-    and only this job writes it (the run lock), so where the stream is, is its size."""
+    """RotatingFileHandler without its two stat() calls and its seek on every line: the file is opened in append
+    mode and only this job writes it (the run lock), so its size is what it had when opened plus what was written
+    since, counted here."""
 
     def __init__(self, *args, **kwargs):
+        self._size = None
         super().__init__(*args, **kwargs)
         self._regular_file = os.path.isfile(self.baseFilename)  # /dev/null or a pipe: never rotated, as the base
+
+    def _open(self):
+        stream = super()._open()
+        self._size = stream.tell()
+        return stream
 
     def shouldRollover(self, record):
         if self.stream is None:
             self.stream = self._open()
         if self.maxBytes <= 0 or not self._regular_file:
             return False
-        return self.stream.tell() + len(self.format(record)) + 1 >= self.maxBytes
+        line = self.format(record)
+        self._line_bytes = len(line) + 1 if line.isascii() else len(line.encode("utf-8")) + 1
+        return self._size + self._line_bytes >= self.maxBytes
+
+    def emit(self, record):
+        self._line_bytes = 0
+        super().emit(record)  # rolls over when due (a new file: _open sets the size again), then writes the line
+        if self._size is not None:
+            self._size += self._line_bytes
 
 
 class RecentLines(logging.Handler):
