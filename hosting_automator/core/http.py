@@ -67,7 +67,7 @@ class _Origin:
             parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
             if parts.scheme != "http" or not parts.hostname:
                 raise UnusableSetting(f"the proxy {_without_credentials(proxy)!r} from the environment is not an "
-                                     "http:// proxy, the only kind this client can use")
+                                      "http:// proxy, the only kind this client can use")
             self.proxy_host, self.proxy_port = parts.hostname, parts.port or 80
             if parts.username is not None:
                 self.proxy_authorization = _basic_auth(parts.username, parts.password)
@@ -368,7 +368,7 @@ def network_failure(err, timeout):
     Every such failure is transient: the next attempt may find the service back."""
     if isinstance(err, TimeoutError):
         return f"no answer within {timeout:g} s (timeout)"
-    if isinstance(err, (OSError, http.client.RemoteDisconnected)):  # refused, reset, DNS, TLS, closed on us
+    if isinstance(err, OSError):  # refused, reset, DNS, TLS, closed on us (RemoteDisconnected is one too)
         return f"cannot connect ({first_line(err)})"
     if isinstance(err, http.client.HTTPException):
         # transient too, though the request may have been acted on: every create is preceded, on each attempt, by
