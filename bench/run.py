@@ -165,7 +165,7 @@ def run_scenario(scenario, launcher, keep=False):
     stdout, stderr = os.path.join(directory, "job.stdout"), os.path.join(directory, "job.stderr")
     env = job_environment(standins, scenario.concurrency)
     timeout = 300 + scenario.sites * (0.25 + 8 * scenario.latency)  # a generous guard against a hung job
-    cpu_before, busy_before = time.process_time(), _busy_cpu_seconds()
+    cpu_before, (busy_before, steal_before) = time.process_time(), _machine_cpu_seconds()
     started = launcher.start(argv, env, directory, stdout, stderr)
     timed_out = []
     killer = threading.Timer(timeout, lambda: (timed_out.append(True), _kill(started["pid"])))
@@ -181,7 +181,7 @@ def run_scenario(scenario, launcher, keep=False):
     finally:
         killer.cancel()
     standins_cpu = time.process_time() - cpu_before
-    busy_after = _busy_cpu_seconds()
+    busy_after, steal_after = _machine_cpu_seconds()
     injected = sum(s.injected_latency_seconds for s in servers)
     requests = {s.name: s.request_count for s in servers}
     rows = standins.postgrest.rows()
@@ -210,13 +210,14 @@ def run_scenario(scenario, launcher, keep=False):
         "requests": requests,
         "standins_setup_s": setup_seconds,
     }
-    # CPU that other processes on the machine took meanwhile, as a share of all cores: figures are only
-    # comparable between runs when this stays near 0
+    # CPU that other processes on the machine took meanwhile, and CPU the hypervisor gave to other guests of the
+    # host (steal), as shares of all cores: figures are only comparable between runs when both stay near 0
     if busy_before is not None and busy_after is not None and wall > 0:
         others = busy_after - busy_before - result["job_cpu_s"] - standins_cpu
         result["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
+        result["steal_share"] = (steal_after - steal_before) / (wall * (os.cpu_count() or 1))
     else:
-        result["other_cpu_share"] = None
+        result["other_cpu_share"] = result["steal_share"] = None
     result["job_cpu_ms_per_site"] = result["job_cpu_s"] / scenario.sites * 1000
     result["standins_cpu_ms_per_site"] = standins_cpu / scenario.sites * 1000
     result["failures"] = _check(scenario, rows, ended["exit_code"], stdout, stderr)
@@ -229,16 +230,18 @@ def run_scenario(scenario, launcher, keep=False):
     return result
 
 
-def _busy_cpu_seconds():
-    """CPU seconds the whole machine spent busy since boot (every core), from /proc/stat; None elsewhere."""
+def _machine_cpu_seconds():
+    """(busy, steal): CPU seconds the whole machine spent busy since boot (every core, steal left out), and those
+    the hypervisor ran other guests instead of this one (steal), from /proc/stat; (None, None) elsewhere."""
     try:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
-        return None
+        return None, None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return busy / os.sysconf("SC_CLK_TCK")
+    steal = fields[7] if len(fields) > 7 else 0
+    busy = sum(fields[:7]) - idle  # user nice system idle iowait irq softirq (guest is inside user)
+    return busy / os.sysconf("SC_CLK_TCK"), steal / os.sysconf("SC_CLK_TCK")
 
 
 def _kill(pid, sig=signal.SIGKILL):
@@ -297,16 +300,17 @@ def _fmt(value, spec, unit=""):
 
 def print_table(results):
     header = (f"{'scenario':<11} {'sites':>6} {'lat':>6} {'wk':>3} {'wall':>8} {'sites/s':>8} {'overhead':>10} "
-              f"{'first req':>9} {'peak RSS':>9} {'job CPU':>10} {'stand-ins':>10} {'machine':>8}  result")
+              f"{'first req':>9} {'peak RSS':>9} {'job CPU':>10} {'stand-ins':>10} {'machine':>8} {'host':>7}  result")
     print(header)
     print(f"{'':<11} {'':>6} {'ms':>6} {'':>3} {'s':>8} {'':>8} {'ms/site':>10} {'s':>9} {'MB':>9} "
-          f"{'ms/site':>10} {'CPU ms/site':>10} {'others %':>8}")
+          f"{'ms/site':>10} {'CPU ms/site':>10} {'others %':>8} {'steal %':>7}")
     for r in results:
         print(f"{r['scenario']:<11} {r['sites']:>6} {r['latency_ms']:>6g} {r['workers']:>3} {r['wall_s']:>8.2f} "
               f"{r['sites_per_s']:>8.1f} {_fmt(r['overhead_ms_per_site'], '.2f'):>10} "
               f"{_fmt(r['first_request_s'], '.3f'):>9} {r['peak_rss_mb']:>9.1f} {r['job_cpu_ms_per_site']:>10.2f} "
               f"{r['standins_cpu_ms_per_site']:>10.2f} "
-              f"{_fmt(None if r['other_cpu_share'] is None else r['other_cpu_share'] * 100, '.0f'):>8}  "
+              f"{_fmt(None if r['other_cpu_share'] is None else r['other_cpu_share'] * 100, '.0f'):>8} "
+              f"{_fmt(None if r.get('steal_share') is None else r['steal_share'] * 100, '.0f'):>7}  "
               f"{'ok' if not r['failures'] else 'FAILED'}")
     for r in results:
         for failure in r["failures"]:
@@ -419,11 +423,12 @@ def main(argv=None):
     print()
     print("overhead = (wall - latency the stand-ins injected) / sites, one worker only (with more, latency overlaps);"
           "\njob CPU = the job's user+system CPU; stand-ins CPU = the benchmark process's CPU during the run;"
-          "\nmachine others % = CPU other processes took meanwhile, share of all cores (near 0 for clean figures)")
-    noisy = [r["scenario"] for r in results if (r["other_cpu_share"] or 0) > 0.10]
+          "\nmachine others % = CPU other processes took meanwhile, share of all cores (near 0 for clean figures);"
+          "\nhost steal % = CPU the hypervisor gave other guests of the host instead (near 0 for clean figures)")
+    noisy = [r["scenario"] for r in results if (r["other_cpu_share"] or 0) + (r.get("steal_share") or 0) > 0.10]
     if noisy:
-        print(f"WARNING: other processes used more than 10% of the machine during {', '.join(noisy)}: "
-              "those figures are inflated; rerun on a quiet machine")
+        print(f"WARNING: other processes or other guests of the host took more than 10% of the machine during "
+              f"{', '.join(noisy)}: those figures are inflated; rerun when the machine is quiet")
     print()
     checks = goal_checks(results)
     for verdict, text in checks:
