@@ -2,6 +2,8 @@
 server closed them, a timeout on every call, failures sorted into transient and final, the CA bundle and the proxy
 taken from the environment, and no redirect followed."""
 
+import http.client
+import io
 import re
 import socket
 import ssl
@@ -11,7 +13,7 @@ import pytest
 import trustme
 from pytest_httpserver import HTTPServer
 
-from hosting_automator.core.http import new_session, send
+from hosting_automator.core.http import _Answer, _parse_plain_headers, new_session, send
 from hosting_automator.errors import MatomoError
 from tests.sockets import closed_port
 
@@ -302,3 +304,44 @@ def test_a_ca_bundle_that_cannot_be_loaded_is_a_final_error_naming_the_setting(h
     assert str(caught.value) == (f"Matomo: the CA bundle {tmp_path / 'missing.pem'} (SSL_CERT_FILE) cannot be loaded: "
                                  "No such file or directory")
     assert not caught.value.transient
+
+
+PLAIN_HEADER_BLOCKS = [
+    b"Content-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n",
+    b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\nX-Spaces:   padded   \r\n\r\n",
+    b"x-lower: v\nMixed-Case: V\n\n",
+    b"Latin: caf\xe9\r\n\r\n",
+    b"Colon:in:value: a:b\r\n\r\n",
+    b"Tab:\tvalue\twith tab\r\n\r\n",
+    b"\r\n",
+]
+OTHER_HEADER_BLOCKS = [  # left to the email parser
+    b"Folded: first\r\n second\r\nNext: n\r\n\r\n",
+    b"No colon here\r\nContent-Length: 0\r\n\r\n",
+    b"Name With Space: v\r\n\r\n",
+    b"CR-Inside: a\rb\r\nNEL-Inside: a\x85b\r\nFF-Inside: a\x0cb\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("block", PLAIN_HEADER_BLOCKS + OTHER_HEADER_BLOCKS)
+def test_answer_headers_are_read_exactly_as_the_standard_library_reads_them(block):
+    ours_fp, theirs_fp = io.BytesIO(block + b"body"), io.BytesIO(block + b"body")
+    ours, theirs = _parse_plain_headers(ours_fp), http.client.parse_headers(theirs_fp)
+
+    assert ours.items() == theirs.items()
+    names = ("content-length", "CONTENT-TYPE", "set-cookie", "x-spaces", "folded", "next", "latin", "colon")
+    assert [ours.get(name) for name in names] == [theirs.get(name) for name in names]
+    assert ours.get_all("set-cookie") == theirs.get_all("set-cookie")
+    assert ours.get_content_charset() == theirs.get_content_charset()
+    assert ours_fp.read() == theirs_fp.read() == b"body"
+
+
+@pytest.mark.parametrize("block", PLAIN_HEADER_BLOCKS)
+def test_plain_answer_headers_never_reach_the_email_parser(block, monkeypatch):
+    monkeypatch.setattr("email.parser.Parser", None)  # calling it would fail
+    assert _parse_plain_headers(io.BytesIO(block)) is not None
+
+
+def test_answers_are_read_with_that_parser_on_this_python():
+    assert _Answer.begin.__globals__["parse_headers"] is _parse_plain_headers
+    assert _Answer.begin.__code__ is http.client.HTTPResponse.begin.__code__  # the library's own code

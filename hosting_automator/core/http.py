@@ -3,15 +3,18 @@ origin, a timeout on every call, and failures sorted into transient (worth retry
 services only interpret bodies."""
 
 import base64
+import email.parser
 import email.utils
 import functools
 import http.client
 import json
 import logging
 import os
+import re
 import select
 import threading
 import time
+import types
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,51 @@ class _Origin:
     def via_plain_proxy(self):
         """An http:// origin through a proxy: the request line carries the absolute URL."""
         return self.proxy_host is not None and self.scheme == "http"
+
+
+# A header line the email parser reads as plainly `name: value`: a name of the characters its headerRE accepts
+# (printable ASCII but ":"), a colon, blanks it strips, then a value holding none of the characters
+# str.splitlines breaks lines at (the parser splits with it), and the line's end.
+_PLAIN_HEADER_LINE = re.compile(r"([!-9;-~]+):[ \t]*([^\r\n\x0b\x0c\x1c-\x1e\x85]*)\r?\n\Z")
+
+
+def _parse_plain_headers(fp, _class=http.client.HTTPMessage):
+    """http.client.parse_headers, building the same HTTPMessage without the email parser when every line is a
+    plain `name: value` (what services send): 5 us instead of 50 an answer, a tenth of a request's cost. Any other
+    line (folded, no colon) goes to the email parser, as before."""
+    lines = http.client._read_headers(fp)
+    message = _class()
+    for line in lines:
+        if line in (b"\r\n", b"\n"):  # the blank line that ends them, which _read_headers keeps
+            continue
+        plain = _PLAIN_HEADER_LINE.match(line.decode("iso-8859-1"))
+        if plain is None:
+            return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+        message.set_raw(plain.group(1), plain.group(2))
+    return message
+
+
+def _begin_with_plain_headers():
+    """HTTPResponse.begin itself, run with the parser above in place of http.client's parse_headers: the
+    standard library's code, none of it copied, and nothing in http.client changed for anyone else. Where a
+    Python's begin does not look parse_headers up, it is left as it is."""
+    begin = http.client.HTTPResponse.begin
+    if "parse_headers" not in begin.__code__.co_names or not hasattr(http.client, "_read_headers"):
+        return begin
+    return types.FunctionType(begin.__code__, {**vars(http.client), "parse_headers": _parse_plain_headers},
+                              begin.__name__, begin.__defaults__, begin.__closure__)
+
+
+class _Answer(http.client.HTTPResponse):
+    begin = _begin_with_plain_headers()
+
+
+class _Connection(http.client.HTTPConnection):
+    response_class = _Answer
+
+
+class _TlsConnection(http.client.HTTPSConnection):
+    response_class = _Answer
 
 
 class HttpSession:
@@ -198,8 +246,8 @@ class HttpSession:
     def _new_connection(self, origin):
         host, port = origin.proxy_host or origin.host, origin.proxy_port or origin.port
         if origin.scheme == "http":
-            return http.client.HTTPConnection(host, port)
-        connection = http.client.HTTPSConnection(host, port, context=self._tls_context())
+            return _Connection(host, port)
+        connection = _TlsConnection(host, port, context=self._tls_context())
         if origin.proxy_host:
             tunnel_headers = {"Proxy-Authorization": origin.proxy_authorization} if origin.proxy_authorization else None
             connection.set_tunnel(origin.host, origin.port, headers=tunnel_headers)
