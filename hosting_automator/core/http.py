@@ -43,9 +43,8 @@ class Response:
 
     @property
     def text(self):
-        charset = self.headers.get_content_charset() if hasattr(self.headers, "get_content_charset") else None
         try:
-            return self.content.decode(charset or "utf-8", errors="replace")
+            return self.content.decode(self.headers.get_content_charset() or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
             return self.content.decode("utf-8", errors="replace")
 
@@ -150,44 +149,29 @@ class HttpSession:
         """Send one request and read its whole answer.
 
         `params`: added to the query string; `data`: a dict (form-encoded, None values left out) or bytes;
-        `json`: any JSON value.
+        `json`: any JSON value. Raises UnusableSetting, TimeoutError, OSError (ConnectionError and ssl.SSLError
+        among them) or http.client.HTTPException; `send` sorts them.
         """
         target = _target(url)
         path = target.path
         if params:  # a dict or (name, value) pairs
             path = f"{path}{'&' if '?' in path else '?'}{urlencode(params)}"
-        sent_headers = dict(self.headers)
-        if target.authorization:
-            sent_headers["Authorization"] = target.authorization
-        if headers:
-            sent_headers.update(headers)
-        body = _body(sent_headers, data, json)
-        status, reason, answer_headers, content = self.exchange(
-            target.scheme, target.host, target.port, path, method, body, sent_headers,
-            self.timeout if timeout is None else timeout)
-        return Response(status, reason, answer_headers, content)
-
-    def get(self, url, **kwargs):
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url, **kwargs):
-        return self.request("POST", url, **kwargs)
-
-    def exchange(self, scheme, host, port, path, method, body, headers, timeout):
-        """One request and its whole answer over a kept-alive connection: (status, reason, headers, body).
-
-        Raises TimeoutError, OSError (ConnectionError, ssl.SSLError among them) or http.client.HTTPException."""
-        origin = self._origin(scheme, host, port)
+        headers = {**self.headers, **(headers or {})}
+        if target.authorization:  # credentials in the URL; a header the caller passes wins
+            headers.setdefault("Authorization", target.authorization)
+        body = _body(headers, data, json)
+        origin = self._origin(target.scheme, target.host, target.port)
         connection = self._idle_connection(origin) or self._new_connection(origin)
+        timeout = self.timeout if timeout is None else timeout
         if connection.sock is None:
             connection.timeout = timeout
         else:
             connection.sock.settimeout(timeout)
         if origin.via_plain_proxy:
-            shown_host = f"[{host}]" if ":" in host else host
-            path = f"http://{shown_host}{'' if port == 80 else f':{port}'}{path}"
+            shown_host = f"[{target.host}]" if ":" in target.host else target.host
+            path = f"http://{shown_host}{'' if target.port == 80 else f':{target.port}'}{path}"
             if origin.proxy_authorization:
-                headers = {**headers, "Proxy-Authorization": origin.proxy_authorization}
+                headers["Proxy-Authorization"] = origin.proxy_authorization
         try:
             connection.request(method, path, body=body, headers=headers)
             answer = connection.getresponse()
@@ -199,7 +183,13 @@ class HttpSession:
             connection.close()
         else:
             self._keep(origin, connection)
-        return answer.status, answer.reason, answer.headers, content
+        return Response(answer.status, answer.reason, answer.headers, content)
+
+    def get(self, url, **kwargs):
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url, **kwargs):
+        return self.request("POST", url, **kwargs)
 
     def close(self):
         with self._lock:

@@ -126,15 +126,16 @@ class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.stream = self._open()
         if self.maxBytes <= 0 or not self._regular_file:
             return False
-        line = self.format(record)
-        self._line_bytes = len(line) + 1 if line.isascii() else len(line.encode("utf-8")) + 1
-        return self._size + self._line_bytes >= self.maxBytes
+        return self._size + self._bytes_of(record) >= self.maxBytes
 
     def emit(self, record):
-        self._line_bytes = 0
         super().emit(record)  # rolls over when due (a new file: _open sets the size again), then writes the line
         if self._size is not None:
-            self._size += self._line_bytes
+            self._size += self._bytes_of(record)
+
+    def _bytes_of(self, record):
+        line = self.format(record)  # formatted once per record (_LineFormatter)
+        return (len(line) if line.isascii() else len(line.encode("utf-8"))) + len(self.terminator)
 
 
 class RecentLines(logging.Handler):

@@ -22,5 +22,5 @@ def ping(session, url, state, body="", dry_run=False):
         if response.status_code >= 300:  # redirects are not followed
             logger.warning("Monitoring ping (%s) answered HTTP %d", state, response.status_code)
     except Exception as err:  # any failure of the monitor is only a warning
-        # the class only: requests' messages carry the URL, whose path is the check's secret key
+        # the class only: an error's message may carry the URL, whose path is the check's secret key
         logger.warning("Monitoring ping (%s) failed: %s", state, err.__class__.__name__)

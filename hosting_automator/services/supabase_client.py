@@ -20,14 +20,6 @@ TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
 
 
-class PostgrestError(Exception):
-    """An error answer of PostgREST: its HTTP status and the fields of its JSON body."""
-
-    def __init__(self, status, code, message, retry_after=None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
-
-
 class SupabaseClient:
     """The table over PostgREST with the run's own HTTP client, not supabase-py: importing supabase-py's PostgREST
     client (httpx, pydantic, asyncio) took 0.2-0.3 s of every run's start, and it cost ~0.6 ms of CPU more per
@@ -131,17 +123,25 @@ class SupabaseClient:
                 raise
             raise SupabaseError(f"{what}: Supabase: {failure}", transient=True) from err
         if response.status_code >= 300:
-            raise self._translate(_error_of(response), what)
+            raise self._translate(response, what)
         try:
             return response.json()
         except ValueError as err:  # a proxy's page with 200: taken as data, a PATCH would count as written
             excerpt = " ".join(response.text.split())[:80]
             raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}") from err
 
-    def _translate(self, err, what):
-        status = err.status
-        code = str(err.code or "")
-        message = " ".join(str(err.message or "").split())[:200]
+    def _translate(self, response, what):
+        """The error answer as the project's error, naming the fix. PostgREST's error body is {"code", "details",
+        "hint", "message"}; a proxy in front of it may answer anything."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = {"message": " ".join(response.text.split()) or response.reason}
+        status = response.status_code
+        code = str(body.get("code") or "")
+        message = " ".join(str(body.get("message") or "").split())[:200]
         shown = f"HTTP {status}" if status else "error"
         if code:
             shown += f" {code}"
@@ -158,19 +158,8 @@ class SupabaseClient:
             return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
         if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
             return SupabaseError(f"{what}: {shown}", transient=True,
-                                 retry_after=retry_after_seconds(err.retry_after))
+                                 retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         if code == "23514":
             return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
         return SupabaseError(f"{what}: {shown}")
 
-
-def _error_of(response):
-    """PostgREST's error body is {"code", "details", "hint", "message"}; a proxy in front may answer anything."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {"message": " ".join(response.text.split())[:200] or response.reason}
-    return PostgrestError(response.status_code, body.get("code"), body.get("message"),
-                          response.headers.get("Retry-After"))
