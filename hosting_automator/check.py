@@ -1,16 +1,22 @@
 """--check: every setting and service looked at read-only, one line each, exit 0 only when all pass."""
 
 import os
+import socket
 
+from hosting_automator.core.config import env_file_readable_by_others
 from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import HostingAutomatorError
+from hosting_automator.services import Services
 
 
 def run_checks(settings, services=None, out=print):
-    from hosting_automator.core.retry import RetryPolicy
-    from hosting_automator.services import Services
-
-    services = services or Services(settings, RetryPolicy(attempts=1))
+    try:
+        services = services or Services(settings, RetryPolicy(attempts=1))
+    except HostingAutomatorError as err:  # a client refused its settings or the environment's proxy
+        out(secret_values.mask(f"FAIL  clients: {err}"))
+        out("0 passed, 1 failed")
+        return 1
     mode = "clpctl HTTP gateway" if settings.uses_gateway else f"clpctl at {settings.cloudpanel_clpctl}"
     results = [("settings", True, f"all present and well-formed (CloudPanel through {mode}, "
                                   f"table {settings.sites_table})")]
@@ -31,8 +37,6 @@ def run_checks(settings, services=None, out=print):
     finally:
         services.close()
     if settings.env_file:
-        from hosting_automator.core.config import env_file_readable_by_others
-
         if env_file_readable_by_others(settings.env_file):
             results.append((".env", False, f"{settings.env_file} is readable by other users: chmod 600 it"))
         else:
@@ -51,8 +55,6 @@ def _supabase(services, settings):
 
 def _https_endpoint(settings):
     """Without it the job cannot see a certificate already served, and would request every one anew."""
-    import socket
-
     address = f"{settings.cloudpanel_https_host}:{settings.cloudpanel_https_port}"
     try:
         socket.create_connection((settings.cloudpanel_https_host, settings.cloudpanel_https_port),

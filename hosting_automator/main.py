@@ -7,12 +7,16 @@ import signal
 import sys
 import threading
 
+from hosting_automator import report
+from hosting_automator.check import run_checks
 from hosting_automator.core.config import env_file_readable_by_others, load_settings
 from hosting_automator.core.lock import RunLock
 from hosting_automator.core.logging_setup import configure_logging, secret_values
 from hosting_automator.core.retry import RetryPolicy
-from hosting_automator.errors import ConfigurationError, RunInterrupted
+from hosting_automator.errors import ConfigurationError, HostingAutomatorError, RunInterrupted
+from hosting_automator.pipeline import Pipeline, RunOptions
 from hosting_automator.services import Services
+from hosting_automator.services.healthcheck import Monitoring
 
 logger = logging.getLogger("hosting_automator")
 
@@ -64,8 +68,6 @@ def main(argv=None):
         logger.warning("%s holds secrets and other users can read it: chmod 600 %s", settings.env_file,
                        settings.env_file)
     if arguments.check:
-        from hosting_automator.check import run_checks
-
         return run_checks(settings)
     try:
         return run(settings, arguments, recent_lines)
@@ -76,8 +78,6 @@ def main(argv=None):
 
 
 def run(settings, arguments, recent_lines):
-    from hosting_automator.pipeline import Pipeline, RunOptions
-
     dry_run = arguments.dry_run
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -96,49 +96,40 @@ def run(settings, arguments, recent_lines):
     options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
                          retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers)
     retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
-    services = Services(settings, retry, options.workers, lock.fileno())
-    from hosting_automator.services.healthcheck import ping
-
     with lock:
         try:
-            if settings.healthcheck_url:
-                ping(services.http, settings.healthcheck_url, "start", dry_run=dry_run)
-            logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
-            pipeline = Pipeline(services, options, stop)
-            outcomes = pipeline.run()
-            try:
-                return _finish(settings, arguments, services, pipeline, outcomes, stop.is_set(), recent_lines)
-            finally:
-                outcomes.close()
+            services = Services(settings, retry, options.workers, lock.fileno())
+        except HostingAutomatorError as err:  # a client refused its settings or the environment's proxy
+            summary = f"Run aborted: {err}"
+            logger.error("%s", summary)
+            _report(arguments, [], summary, EXIT_FAILED)
+            return EXIT_FAILED
+        try:
+            with Monitoring(services.http, settings.healthcheck_url, recent_lines, dry_run) as monitoring:
+                logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
+                pipeline = Pipeline(services, options, stop)
+                outcomes = pipeline.run()
+                exit_code, summary = _finish(arguments, retry, pipeline, outcomes, stop.is_set())
+                monitoring.finish(summary, exit_code == EXIT_OK)
         finally:
             services.close()
-
-
-def _finish(settings, arguments, services, pipeline, outcomes, interrupted, recent_lines):
-    from hosting_automator import report
-    from hosting_automator.services.healthcheck import ping
-
-    dry_run = arguments.dry_run
-    exit_code = EXIT_FAILED if outcomes.any_failure or pipeline.aborted or interrupted else EXIT_OK
-    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, dry_run)
-    if services.retry.retries:
-        logger.info("Transient failures retried: %d", services.retry.retries)
-    if exit_code == EXIT_OK:
-        logger.info("%s", summary)
-    else:
-        logger.error("%s", summary)
-    if settings.healthcheck_url:
-        body = summary + "\n\n" + "\n".join(recent_lines.lines)
-        ping(services.http, settings.healthcheck_url, "success" if exit_code == EXIT_OK else "fail", body, dry_run)
     _report(arguments, outcomes, summary, exit_code)
     return exit_code
+
+
+def _finish(arguments, retry, pipeline, outcomes, interrupted):
+    """The run's exit code and summary line, logged."""
+    exit_code = EXIT_FAILED if outcomes.any_failure or pipeline.aborted or interrupted else EXIT_OK
+    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, arguments.dry_run)
+    if retry.retries:
+        logger.info("Transient failures retried: %d", retry.retries)
+    logger.log(logging.INFO if exit_code == EXIT_OK else logging.ERROR, "%s", summary)
+    return exit_code, summary
 
 
 def _report(arguments, outcomes, summary, exit_code):
     """What the run did, on stdout: JSON with --json (always a document, even when nothing ran), else the table
     (failures only with -q). stdout does not pass through the logging filters: masked here."""
-    from hosting_automator import report
-
     if arguments.json:
         for chunk in report.json_chunks(outcomes, summary, exit_code, arguments.dry_run):
             sys.stdout.write(secret_values.mask(chunk))

@@ -19,6 +19,7 @@ from hosting_automator.errors import (
     SupabaseSetupError,
 )
 from hosting_automator.report import ACTIVE, FAILED, NOT_RECORDED, POSTPONED, RunOutcomes, SiteOutcome
+from hosting_automator.services.cloudpanel_client import document_root, site_user_for
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +131,8 @@ class Pipeline:
             return self._record(row, _shown_domain(row), FAILED, error=f"invalid domain: {err}")
         with site_context(domain):
             logger.info("Setting up hosting")
-            try:  # every attempt looks the site up first, and "already exists" counts as created: none is doubled
-                site = self.services.retry.call(lambda: self.services.cloudpanel.create_static_site(domain),
-                                                "CloudPanel")
+            try:
+                site = self.services.cloudpanel.create_static_site(domain)
             except CloudPanelError as err:
                 if err.transient:
                     return self._postpone(row, domain, f"CloudPanel: {err}")
@@ -141,7 +141,7 @@ class Pipeline:
             doc_root = site.doc_root
             self._stop_point()
             try:
-                self.ensure_certificate(domain, new_site=site.created)
+                self.services.cloudpanel.provision_ssl(domain, new_site=site.created)
             except (CertificateError, CloudPanelError) as err:
                 if err.transient:
                     return self._postpone(row, domain, f"SSL: {err}", doc_root)
@@ -158,30 +158,6 @@ class Pipeline:
             self._stop_point()
             return self._record(row, domain, ACTIVE, doc_root=doc_root, matomo_id=matomo_id, warning=warning)
 
-    def ensure_certificate(self, domain, new_site=False):
-        """Request a certificate unless a valid one is served; every retry looks again, so none is doubled.
-
-        A site created a moment ago cannot serve a valid certificate yet, so its first attempt does not look (a TLS
-        handshake less per new site); a retry does look, since a request that timed out may have installed one."""
-        look = not new_site
-
-        def attempt():
-            nonlocal look
-            if look:
-                served = self.services.served_certificate(domain)
-                if served.valid:
-                    logger.info("SSL: %s; not requesting another", served.reason)
-                    return False
-                reason = served.reason
-            else:
-                reason = "the site was just created"
-            look = True
-            logger.info("SSL: requesting a Let's Encrypt certificate (%s)", reason)
-            self.services.cloudpanel.provision_ssl(domain)
-            return True
-
-        return self.services.retry.call(attempt, "SSL")
-
     def plan_site(self, row):
         """--dry-run: say what would be done, asking the services only read-only questions."""
         try:
@@ -189,8 +165,6 @@ class Pipeline:
         except InvalidDomainError as err:
             logger.error("Site %s: invalid domain: %s (dry run: nothing changed)", row.get("id"), err)
             return SiteOutcome(row.get("id"), _shown_domain(row), "would fail", error=f"invalid domain: {err}")
-        from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-
         with site_context(domain):
             plan = []
             try:

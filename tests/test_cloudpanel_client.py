@@ -1,7 +1,8 @@
 """The CloudPanel client: the derived site user, the local clpctl transport against the fake clpctl executable
-(its SQLite state, its control-file behaviours), and the clpctl HTTP gateway transport (against recorded answers
-served by a local HTTP server, pytest-httpserver, and against the FakeGateway stand-in). Real sockets, so the
-gateway tests hold for whichever HTTP client core/http.py is built on."""
+(its SQLite state, its control-file behaviours), what both transports share (each operation tried again as a whole,
+looking first: the site up before adding it, the served certificate before ordering one), and the clpctl HTTP
+gateway transport against recorded answers given by `responses` in front of the real requests session
+(core.http.Session), then over a real socket against the FakeGateway stand-in."""
 
 import hashlib
 import json
@@ -9,27 +10,65 @@ import logging
 import os
 import re
 import stat
+import string
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from werkzeug import Response
+import requests
+import responses
+from responses.registries import OrderedRegistry
 
-from hosting_automator.core.http import new_session
+from hosting_automator.core.http import Session
 from hosting_automator.core.logging_setup import MASK, secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
 from hosting_automator.services import cloudpanel_client
-from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, ClpctlClient, GatewayClient,
-                                                          StaticSite, document_root, site_user_for)
-from tests.sockets import closed_port
+from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, PASSWORD_LENGTH, ClpctlClient,
+                                                          GatewayClient, StaticSite, document_root, new_password,
+                                                          site_user_for)
+from hosting_automator.services.served_certificate import ServedCertificate
 from tests.standins import clpctl_state
 from tests.standins.gateway import FakeGateway
 
 FAKE_CLPCTL = str(Path(__file__).parent / "standins" / "fake_clpctl.py")
 SITE_USER_RULE = re.compile(r"^[a-z][-a-z0-9_]+$")
 GATEWAY_TOKEN = "gw-token-7f3a9c1e5b2d8f4a"
+
+
+NOT_SERVED = ServedCertificate(False, "no certificate could be read from 127.0.0.1:443 ([Errno 111] Connection "
+                                       "refused)")
+EXPIRING = ServedCertificate(False, "the certificate served expires in 5 days", 5.0)
+VALID = ServedCertificate(True, "a valid certificate is served already (80 days left)", 80.0)
+
+
+class FakeServedCertificate:
+    """Stands in for `served_certificate(domain)`: gives its answers in turn (the last one from then on) and
+    records every look."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers) or [NOT_SERVED]
+        self.looks = []
+
+    def __call__(self, domain):
+        self.looks.append(domain)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def served():
+    """What the server serves, as the client sees it: no certificate yet unless a test says otherwise."""
+    return FakeServedCertificate()
+
+
+@pytest.fixture
+def clpctl_client(retry, served):
+    """ClpctlClient(...) with the test's retry policy (sleeps recorded) and served-certificate stand-in."""
+    def make(clpctl=FAKE_CLPCTL, db_path=None, **kwargs):
+        return ClpctlClient(clpctl, db_path, retry=retry, served_certificate=served, **kwargs)
+
+    return make
 
 
 # --- the site user and the document root -----------------------------------------------------------------------
@@ -124,9 +163,9 @@ def started(monkeypatch):
     return processes
 
 
-def test_create_static_site_new_domain_adds_site_with_derived_user(fake_db, caplog):
+def test_create_static_site_new_domain_adds_site_with_derived_user(clpctl_client, fake_db, caplog):
     caplog.set_level(logging.INFO)
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db)
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db)
 
     site = client.create_static_site("example.com")
 
@@ -137,9 +176,9 @@ def test_create_static_site_new_domain_adds_site_with_derived_user(fake_db, capl
     assert f"CloudPanel site created (site user {user})" in caplog.messages
 
 
-def test_create_static_site_second_time_reads_db_and_adds_nothing(fake_db, caplog):
+def test_create_static_site_second_time_reads_db_and_adds_nothing(clpctl_client, fake_db, caplog):
     caplog.set_level(logging.INFO)
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db)
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db)
     first = client.create_static_site("example.com")
 
     second = client.create_static_site("example.com")
@@ -150,21 +189,21 @@ def test_create_static_site_second_time_reads_db_and_adds_nothing(fake_db, caplo
     assert f"CloudPanel site exists already (site user {site_user_for('example.com')})" in caplog.messages
 
 
-def test_create_static_site_existing_with_other_user_returns_that_users_doc_root(fake_db):
+def test_create_static_site_existing_with_other_user_returns_that_users_doc_root(clpctl_client, fake_db):
     clpctl_state.add_site(fake_db, "example.com", "handmade")
 
-    site = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+    site = clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     assert site == StaticSite("/home/handmade/htdocs/example.com", created=False)
     assert clpctl_state.calls(fake_db) == []
 
 
-def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_and_logs_it(fake_db, tmp_path,
-                                                                                          caplog):
+def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_and_logs_it(clpctl_client, fake_db,
+                                                                                          tmp_path, caplog):
     caplog.set_level(logging.INFO)
     user = site_user_for("example.com")
     clpctl_state.add_site(fake_db, "example.com", user)
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=str(tmp_path / "no-such-db.sq3"))
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=str(tmp_path / "no-such-db.sq3"))
 
     site = client.create_static_site("example.com")
 
@@ -176,40 +215,43 @@ def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_an
     assert f"the document root of the derived site user {user} is assumed" in assumed[0].getMessage()
 
 
-def test_create_static_site_derived_user_taken_by_other_site_names_the_stale_user(fake_db):
+def test_create_static_site_derived_user_taken_by_other_site_names_the_stale_user(clpctl_client, fake_db):
     user = site_user_for("example.com")
     clpctl_state.add_site(fake_db, "other.example", user)
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     assert str(caught.value).startswith(f"site user {user} exists already but not for example.com")
 
 
-def test_create_static_site_fail_behaviour_puts_clpctl_message_in_error(fake_db, control):
+def test_create_static_site_fail_behaviour_puts_clpctl_message_in_error_and_is_not_retried(clpctl_client, fake_db,
+                                                                                          control, sleeps):
     control("example.com", "site:add:static", "fail:domainName: This value is not valid.")
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     assert str(caught.value) == "clpctl site:add:static failed: domainName: This value is not valid."
+    assert caught.value.transient is False
     assert clpctl_state.read_sites(fake_db) == []
+    assert len(clpctl_state.calls(fake_db)) == 1 and sleeps == []
 
 
-def test_create_static_site_silent_exit_1_says_it_printed_nothing(fake_db, control):
+def test_create_static_site_silent_exit_1_says_it_printed_nothing(clpctl_client, fake_db, control):
     control("example.com", "site:add:static", "silent-exit1")
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     assert str(caught.value) == "clpctl site:add:static failed: it printed nothing and exited with code 1"
 
 
-def test_create_static_site_error_with_exit_0_counts_as_failure(fake_db, control):
+def test_create_static_site_error_with_exit_0_counts_as_failure(clpctl_client, fake_db, control):
     control("*", "site:add:static", "error-exit0:An error occurred while creating the site user.")
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     assert str(caught.value) == ("clpctl site:add:static reported no success: "
                                  "An error occurred while creating the site user.")
@@ -237,12 +279,12 @@ def _group_members(pgid):
     ("site:add:static", "SITE_COMMAND_TIMEOUT", CloudPanelError),
     ("lets-encrypt:install:certificate", "CERTIFICATE_COMMAND_TIMEOUT", CertificateError),
 ])
-def test_clpctl_hang_is_stopped_at_timeout_with_its_children(fake_db, control, started, monkeypatch, command,
-                                                             timeout_name, error):
+def test_clpctl_hang_is_stopped_at_timeout_with_its_children(clpctl_client, fake_db, control, started, monkeypatch,
+                                                             command, timeout_name, error):
     monkeypatch.setattr(cloudpanel_client, timeout_name, 3)  # long enough for the fake to start on a busy machine
     clpctl_state.add_site(fake_db, "example.org", "someone")  # the certificate needs an existing site
     control("*", command, "hang")
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=str(Path(fake_db).with_name("absent.sq3")))
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=str(Path(fake_db).with_name("absent.sq3")))
     caught = []
 
     def work():
@@ -274,20 +316,22 @@ def test_clpctl_hang_is_stopped_at_timeout_with_its_children(fake_db, control, s
     assert started[0].returncode is not None
 
 
-def test_provision_ssl_success_records_one_certificate_request(fake_db, caplog):
+def test_provision_ssl_success_records_one_certificate_request(clpctl_client, fake_db, served, caplog):
     caplog.set_level(logging.INFO)
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db)
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db)
     client.create_static_site("example.com")
 
     client.provision_ssl("example.com")
 
+    assert served.looks == ["example.com"]
     assert [row["domain_name"] for row in clpctl_state.certificate_requests(fake_db)] == ["example.com"]
     assert clpctl_state.calls(fake_db)[-1]["argv"] == ["lets-encrypt:install:certificate",
                                                        "--domainName=example.com"]
     assert "Let's Encrypt certificate installed" in caplog.messages
 
 
-def test_provision_ssl_domain_not_validated_raises_certificate_error_with_acme_detail(fake_db, control):
+def test_provision_ssl_domain_not_validated_raises_certificate_error_with_acme_detail(clpctl_client, fake_db,
+                                                                                      control):
     clpctl_state.add_site(fake_db, "example.com", "someone")
     message = ("example.com: Domain could not be validated, error message: error type: "
                "urn:ietf:params:acme:error:connection, error detail: 203.0.113.9: Fetching "
@@ -295,39 +339,40 @@ def test_provision_ssl_domain_not_validated_raises_certificate_error_with_acme_d
     control("example.com", "lets-encrypt:install:certificate", f"fail:{message}")
 
     with pytest.raises(CertificateError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).provision_ssl("example.com")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).provision_ssl("example.com")
 
     assert str(caught.value) == f"clpctl lets-encrypt:install:certificate failed: {message}"
+    assert caught.value.transient is False
     assert clpctl_state.certificate_requests(fake_db) == []
 
 
-def test_provision_ssl_for_missing_site_raises_certificate_error(fake_db):
+def test_provision_ssl_for_missing_site_raises_certificate_error(clpctl_client, fake_db):
     with pytest.raises(CertificateError, match=r'failed: Site "nosite.example" does not exist\.$'):
-        ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).provision_ssl("nosite.example")
+        clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).provision_ssl("nosite.example")
 
 
-def test_clpctl_without_shebang_exec_format_error_falls_back_to_bin_bash(fake_db, tmp_path, started):
+def test_clpctl_without_shebang_exec_format_error_falls_back_to_bin_bash(clpctl_client, fake_db, tmp_path, started):
     wrapper = tmp_path / "clpctl"
     wrapper.write_text("# no shebang, like /usr/bin/clpctl before v2.5.0\n"
                        f'exec "{sys.executable}" "{FAKE_CLPCTL}" "$@"\n')
     wrapper.chmod(0o755)
 
-    site = ClpctlClient(clpctl=str(wrapper), db_path=fake_db).create_static_site("example.com")
+    site = clpctl_client(clpctl=str(wrapper), db_path=fake_db).create_static_site("example.com")
 
     assert site == StaticSite(f"/home/{site_user_for('example.com')}/htdocs/example.com", created=True)
     assert clpctl_state.site(fake_db, "example.com") is not None
     assert [process.args[:2] for process in started] == [["/bin/bash", str(wrapper)]]
 
 
-def test_clpctl_not_found_names_cloudpanel_clpctl(tmp_path):
+def test_clpctl_not_found_names_cloudpanel_clpctl(clpctl_client, tmp_path):
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=str(tmp_path / "nowhere" / "clpctl")).create_static_site("example.com")
+        clpctl_client(clpctl=str(tmp_path / "nowhere" / "clpctl")).create_static_site("example.com")
 
     assert str(caught.value) == (f"clpctl not found ({tmp_path / 'nowhere' / 'clpctl'}): is this a CloudPanel "
                                  "server? Set CLOUDPANEL_CLPCTL to its path")
 
 
-def test_clpctl_not_executable_says_it_cannot_run_it(tmp_path):
+def test_clpctl_not_executable_says_it_cannot_run_it(clpctl_client, tmp_path):
     clpctl = tmp_path / "clpctl"
     clpctl.write_text("#!/bin/bash\nexit 0\n")
     clpctl.chmod(stat.S_IRUSR)
@@ -335,16 +380,18 @@ def test_clpctl_not_executable_says_it_cannot_run_it(tmp_path):
         pytest.skip("this user may execute anything")
 
     with pytest.raises(CloudPanelError, match=r"^cannot run .*clpctl: Permission denied$"):
-        ClpctlClient(clpctl=str(clpctl)).create_static_site("example.com")
+        clpctl_client(clpctl=str(clpctl)).create_static_site("example.com")
 
 
-def test_create_static_site_password_is_long_masked_and_stored_redacted(fake_db, passwords, caplog):
+def test_create_static_site_password_is_32_letters_and_digits_masked_and_redacted(clpctl_client, fake_db, passwords,
+                                                                                  caplog):
     caplog.set_level(logging.DEBUG)
 
-    ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
+    clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db).create_static_site("example.com")
 
     password, = passwords
-    assert len(password) >= 24 and password.isalnum()
+    assert len(password) == PASSWORD_LENGTH == 32
+    assert set(password) <= set(string.ascii_letters + string.digits)
     # masked while clpctl runs (see the echo test below), then forgotten: masking must not grow with every site
     assert secret_values.mask(f"pw={password}") == f"pw={password}"
     call, = clpctl_state.calls(fake_db)
@@ -353,15 +400,15 @@ def test_create_static_site_password_is_long_masked_and_stored_redacted(fake_db,
     assert all(password not in record.getMessage() for record in caplog.records)
 
 
-def test_create_static_site_clpctl_echoing_its_arguments_never_puts_password_in_error(fake_db, tmp_path, passwords,
-                                                                                      caplog):
+def test_create_static_site_clpctl_echoing_its_arguments_never_puts_password_in_error(clpctl_client, fake_db,
+                                                                                      tmp_path, passwords, caplog):
     caplog.set_level(logging.DEBUG)
     clpctl = tmp_path / "clpctl"
     clpctl.write_text('#!/bin/bash\necho "Unexpected error while running: $*"\nexit 1\n')
     clpctl.chmod(0o755)
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=str(clpctl), db_path=fake_db).create_static_site("example.com")
+        clpctl_client(clpctl=str(clpctl), db_path=fake_db).create_static_site("example.com")
 
     password, = passwords
     assert str(caught.value) == ("clpctl site:add:static failed: Unexpected error while running: site:add:static "
@@ -371,132 +418,200 @@ def test_create_static_site_clpctl_echoing_its_arguments_never_puts_password_in_
     assert all(password not in record.getMessage() for record in caplog.records)
 
 
-def test_two_created_sites_get_different_passwords(fake_db, passwords):
-    client = ClpctlClient(clpctl=FAKE_CLPCTL, db_path=fake_db)
+def test_two_created_sites_get_different_passwords(clpctl_client, fake_db, passwords):
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=fake_db)
     client.create_static_site("one.example.com")
     client.create_static_site("two.example.com")
 
     assert len(passwords) == 2 and passwords[0] != passwords[1]
 
 
-def test_password_characters_come_evenly_from_random_bytes_skipping_the_uneven_top(monkeypatch):
-    reads = iter([bytes([0, 61, 62, 247, 248, 255] * 6), bytes(range(32))])  # the first read gives only 24
-    monkeypatch.setattr(cloudpanel_client.secrets, "token_bytes", lambda n: next(reads))
+def test_new_password_is_32_letters_and_digits_masked_until_discarded():
+    password = new_password()
 
-    password = cloudpanel_client.new_password()
+    assert len(password) == 32 and set(password) <= set(string.ascii_letters + string.digits)
+    assert secret_values.mask(f"--siteUserPassword={password}") == f"--siteUserPassword={MASK}"
     secret_values.discard(password)
+    assert secret_values.mask(password) == password
 
-    assert password == "a9a9" * 6 + "abcdefgh"  # 0 -> a, 61 -> 9, 62 -> a, 247 -> 9; 248 and 255 skipped
+
+def test_new_password_many_are_distinct_and_use_every_letter_and_digit():
+    made = [new_password() for _ in range(200)]
+    for password in made:
+        secret_values.discard(password)
+
+    assert len(set(made)) == 200
+    # 6400 characters: each of the 62 is missing with a chance of about e**-103
+    assert set("".join(made)) == set(string.ascii_letters + string.digits)
 
 
-def test_clpctl_check_not_root_says_site_commands_need_root(fake_db, monkeypatch):
+def test_clpctl_check_not_root_says_site_commands_need_root(clpctl_client, fake_db, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 
     with pytest.raises(CloudPanelError) as caught:
-        ClpctlClient(clpctl=FAKE_CLPCTL).check()
+        clpctl_client(clpctl=FAKE_CLPCTL).check()
 
     assert str(caught.value) == ("CloudPanel 2.5.0 (fake) found, but this job runs as uid 1000, and clpctl's site "
                                  "and certificate commands exist only for root")
 
 
-def test_clpctl_check_as_root_reports_the_version(fake_db, monkeypatch):
+def test_clpctl_check_as_root_reports_the_version(clpctl_client, fake_db, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
 
-    assert ClpctlClient(clpctl=FAKE_CLPCTL).check() == "CloudPanel 2.5.0 (fake), run as root"
+    assert clpctl_client(clpctl=FAKE_CLPCTL).check() == "CloudPanel 2.5.0 (fake), run as root"
 
 
-# --- the clpctl HTTP gateway, against a local HTTP server -------------------------------------------------------
+# --- the served certificate before any order (what both transports share) ------------------------------------
 
+def test_provision_ssl_valid_served_certificate_orders_none(clpctl_client, fake_db, served,
+                                                                             caplog):
+    caplog.set_level(logging.INFO)
+    clpctl_state.add_site(fake_db, "example.com", "someone")
+    served.answers = [VALID]
+
+    clpctl_client(db_path=fake_db).provision_ssl("example.com")
+
+    assert served.looks == ["example.com"]
+    assert clpctl_state.calls(fake_db) == [] and clpctl_state.certificate_requests(fake_db) == []
+    assert "SSL: a valid certificate is served already (80 days left); not requesting another" in caplog.messages
+
+
+def test_provision_ssl_expiring_served_certificate_orders_one_saying_why(clpctl_client, fake_db, served, caplog):
+    caplog.set_level(logging.INFO)
+    clpctl_state.add_site(fake_db, "example.com", "someone")
+    served.answers = [EXPIRING]
+
+    clpctl_client(db_path=fake_db).provision_ssl("example.com")
+
+    assert served.looks == ["example.com"]
+    assert len(clpctl_state.certificate_requests(fake_db, "example.com")) == 1
+    assert ("SSL: requesting a Let's Encrypt certificate (the certificate served expires in 5 days)"
+            in caplog.messages)
+
+
+def test_provision_ssl_new_site_orders_without_looking_at_what_is_served(clpctl_client, fake_db, served, caplog):
+    caplog.set_level(logging.INFO)
+    clpctl_state.add_site(fake_db, "example.com", "someone")
+    served.answers = [VALID]  # what a look would find: a site made a moment ago serves another name's certificate
+
+    clpctl_client(db_path=fake_db).provision_ssl("example.com", new_site=True)
+
+    assert served.looks == []
+    assert len(clpctl_state.certificate_requests(fake_db, "example.com")) == 1
+    assert "SSL: requesting a Let's Encrypt certificate (the site was just created)" in caplog.messages
+
+
+# --- the clpctl HTTP gateway, answered by `responses` -----------------------------------------------------------
+
+GATEWAY_URL = "http://cloudpanel-gateway.example:3000"
 ADD_PATH = "/api/site/add/static"
 CERT_PATH = "/api/letsencrypt/install-certificate"
+ADD_URL = GATEWAY_URL + ADD_PATH
+CERT_URL = GATEWAY_URL + CERT_PATH
+SESSION_TIMEOUT = 7
+SITE_ADDED_ANSWER = {"success": True, "message": "Site example.com has been added.", "data": {}}
+CERTIFICATE_ANSWER = {"success": True, "message": "Certificate installation was successful."}
+
+
+@pytest.fixture
+def mocked():
+    """Every request the session sends is answered by what the test registered, in that order, and every
+    registered answer must have been asked for."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True, registry=OrderedRegistry) as mock:
+        yield mock
 
 
 @pytest.fixture
 def gateway_session():
-    with new_session(timeout=7) as session:
+    with Session(timeout=SESSION_TIMEOUT) as session:
         yield session
 
 
 @pytest.fixture
-def gateway(httpserver, gateway_session):
-    yield GatewayClient(httpserver.url_for("").rstrip("/"), GATEWAY_TOKEN, gateway_session)
-    httpserver.check()
+def gateway(gateway_session, retry, served):
+    return GatewayClient(GATEWAY_URL, GATEWAY_TOKEN, gateway_session, retry=retry, served_certificate=served)
 
 
-def only_request(httpserver):
-    (request, _), = httpserver.log
-    return request
+def sent_json(call):
+    return json.loads(call.request.body)
 
 
-def test_gateway_create_static_site_posts_exact_json_with_api_key(httpserver, gateway, passwords, socket_timeouts):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": True, "message": "Site example.com has been added.", "data": {}})
+def refused():
+    """What requests raises when nothing listens at the gateway's address."""
+    return requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='cloudpanel-gateway.example', port=3000): Max retries exceeded with url: "
+        f"{ADD_PATH} (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f2a>: "
+        "Failed to establish a new connection: [Errno 111] Connection refused'))")
+
+
+def test_gateway_create_static_site_posts_exact_json_with_api_key(mocked, gateway, passwords):
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
 
     site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=True)
-    request = only_request(httpserver)
-    assert json.loads(request.get_data()) == {"domainName": "example.com", "siteUser": user,
-                                              "siteUserPassword": passwords[0]}
-    assert request.headers["X-API-Key"] == GATEWAY_TOKEN
-    assert request.headers["Content-Type"] == "application/json"
-    assert socket_timeouts[-1] == 7
+    (call,) = mocked.calls
+    assert call.request.method == "POST"
+    assert sent_json(call) == {"domainName": "example.com", "siteUser": user, "siteUserPassword": passwords[0]}
+    assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
+    assert call.request.headers["Content-Type"] == "application/json"
+    assert call.request.req_kwargs["timeout"] == SESSION_TIMEOUT
+    assert secret_values.mask(passwords[0]) == passwords[0]  # used once, then forgotten
 
 
-def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_logs(httpserver, gateway, caplog):
+def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_logs(mocked, gateway, caplog):
     caplog.set_level(logging.INFO)
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": False, "error": "Failed to add static site", "details": "domainName: This value already exists.\n"},
-        status=500)
+    mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
+                                           "details": "domainName: This value already exists.\n"})
 
     site = gateway.create_static_site("example.com")
 
     user = site_user_for("example.com")
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
-    assert len(httpserver.log) == 1
+    assert len(mocked.calls) == 1
     assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
 
 
 @pytest.mark.parametrize("details, reason", [({"code": 1, "out": "boom"}, '{"code": 1, "out": "boom"}'), (5, "5")])
-def test_gateway_details_of_another_shape_are_shown_not_a_crash(httpserver, gateway, details, reason):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": False, "error": "Failed to add static site", "details": details}, status=500)
+def test_gateway_details_of_another_shape_are_shown_not_a_crash(mocked, gateway, details, reason):
+    mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
+                                           "details": details})
+
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
+
     assert str(caught.value) == f"gateway: add the static site: HTTP 500: {reason}"
 
 
-def test_gateway_create_static_site_500_without_details_says_failed_to_add(httpserver, gateway):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": False, "error": "Failed to add static site"}, status=500)
+def test_gateway_create_static_site_500_without_details_says_failed_to_add(mocked, gateway, sleeps):
+    mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site"})
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert str(caught.value) == "gateway: add the static site: HTTP 500: Failed to add static site"
     assert caught.value.transient is False
+    assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_gateway_create_static_site_400_validation_details_are_listed(httpserver, gateway):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": False, "error": "Validation Error", "details": [
-            {"type": "field", "value": "x", "msg": "Invalid domain name", "path": "domainName", "location": "body"},
-            {"type": "field", "msg": "siteUser must be 3-32 characters", "path": "siteUser", "location": "body"}]},
-        status=400)
+def test_gateway_create_static_site_400_validation_details_are_listed(mocked, gateway):
+    mocked.post(ADD_URL, status=400, json={"success": False, "error": "Validation Error", "details": [
+        {"type": "field", "value": "x", "msg": "Invalid domain name", "path": "domainName", "location": "body"},
+        {"type": "field", "msg": "siteUser must be 3-32 characters", "path": "siteUser", "location": "body"}]})
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert str(caught.value) == ("gateway: add the static site: HTTP 400: Invalid domain name; "
                                  "siteUser must be 3-32 characters")
+    assert caught.value.transient is False
 
 
-def test_gateway_create_static_site_400_joi_details_strings_are_listed(httpserver, gateway):
+def test_gateway_create_static_site_400_joi_details_strings_are_listed(mocked, gateway):
     """cloudpanel-api's validate() answers Joi messages as plain strings, without a "success" key."""
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"error": "Validation Error", "details": ['"siteUserPassword" length must be at least 6 characters long']},
-        status=400)
+    mocked.post(ADD_URL, status=400, json={
+        "error": "Validation Error", "details": ['"siteUserPassword" length must be at least 6 characters long']})
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
@@ -505,21 +620,21 @@ def test_gateway_create_static_site_400_joi_details_strings_are_listed(httpserve
                                  "least 6 characters long")
 
 
-def test_gateway_500_details_echoing_the_command_line_never_show_the_password(httpserver, gateway, caplog):
+def test_gateway_500_details_echoing_the_command_line_never_show_the_password(mocked, gateway, caplog):
     """When clpctl prints nothing, cloudpanel-api answers its exec error: the whole command line, password too."""
-    def echo_command(request):
-        body = json.loads(request.get_data())
-        command = ("Command failed: clpctl site:add:static --domainName={domainName} --siteUser={siteUser} "
-                   "--siteUserPassword='{siteUserPassword}'\n").format(**body)
-        return Response(json.dumps({"success": False, "error": "Failed to add static site", "details": command}),
-                        500)
+    caplog.set_level(logging.DEBUG)
 
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_handler(echo_command)
+    def echo_command(request):
+        command = ("Command failed: clpctl site:add:static --domainName={domainName} --siteUser={siteUser} "
+                   "--siteUserPassword='{siteUserPassword}'\n").format(**json.loads(request.body))
+        return 500, {}, json.dumps({"success": False, "error": "Failed to add static site", "details": command})
+
+    mocked.add_callback(responses.POST, ADD_URL, callback=echo_command, content_type="application/json")
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
-    password = json.loads(only_request(httpserver).get_data())["siteUserPassword"]
+    password = sent_json(mocked.calls[0])["siteUserPassword"]
     assert str(caught.value) == ("gateway: add the static site: HTTP 500: Command failed: clpctl site:add:static "
                                  f"--domainName=example.com --siteUser={site_user_for('example.com')} "
                                  f"--siteUserPassword='{MASK}'")
@@ -527,23 +642,52 @@ def test_gateway_500_details_echoing_the_command_line_never_show_the_password(ht
     assert all(password not in record.getMessage() for record in caplog.records)
 
 
+def test_gateway_error_field_echoing_the_password_is_masked(mocked, gateway, passwords, caplog):
+    caplog.set_level(logging.DEBUG)
+
+    def echo(request):
+        password = json.loads(request.body)["siteUserPassword"]
+        return 500, {}, json.dumps({"success": False, "error": f"bad password {password}"})
+
+    mocked.add_callback(responses.POST, ADD_URL, callback=echo, content_type="application/json")
+
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
+
+    (password,) = passwords
+    assert str(caught.value) == f"gateway: add the static site: HTTP 500: bad password {MASK}"
+    assert all(password not in record.getMessage() for record in caplog.records)
+
+
 @pytest.mark.parametrize("body, content_type", [
     (json.dumps({"success": False, "error": "Unauthorized"}), "application/json"),
     ("<html><body>401 Authorization Required</body></html>", "text/html"),
 ])
-def test_gateway_create_static_site_401_names_cloudpanel_api_token(httpserver, gateway, body, content_type):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_data(body, 401, content_type=content_type)
+def test_gateway_create_static_site_401_names_cloudpanel_api_token(mocked, gateway, sleeps, body, content_type):
+    mocked.post(ADD_URL, status=401, body=body, content_type=content_type)
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert str(caught.value) == "gateway refused CLOUDPANEL_API_TOKEN (HTTP 401)"
     assert GATEWAY_TOKEN not in str(caught.value)
+    assert caught.value.transient is False and sleeps == []
 
 
-def test_gateway_create_static_site_429_is_transient_with_json_retry_after(httpserver, gateway):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_json(
-        {"success": False, "error": "Too many requests", "retryAfter": 42}, status=429)
+def test_gateway_create_static_site_429_waits_the_json_retry_after_then_adds(mocked, gateway, sleeps):
+    mocked.post(ADD_URL, status=429, json={"success": False, "error": "Too many requests", "retryAfter": 42})
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
+
+    site = gateway.create_static_site("example.com")
+
+    assert site.created is True
+    assert sleeps == [42.0]
+    assert len(mocked.calls) == 2
+
+
+def test_gateway_create_static_site_429_every_time_raises_transient_with_json_retry_after(mocked, gateway, sleeps):
+    for _ in range(4):
+        mocked.post(ADD_URL, status=429, json={"success": False, "error": "Too many requests", "retryAfter": 42})
 
     with pytest.raises(ServiceError) as caught:
         gateway.create_static_site("example.com")
@@ -551,46 +695,52 @@ def test_gateway_create_static_site_429_is_transient_with_json_retry_after(https
     assert isinstance(caught.value, CloudPanelError)
     assert caught.value.transient is True
     assert caught.value.retry_after == 42
+    assert str(caught.value) == "gateway: add the static site: HTTP 429 Too Many Requests"
+    assert sleeps == [42.0, 42.0, 42.0]
 
 
-def test_gateway_create_static_site_html_200_says_not_json(httpserver, gateway):
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_data(
-        "<html><head><title>Welcome</title></head><body>It works!</body></html>", content_type="text/html")
+def test_gateway_create_static_site_html_200_says_not_json(mocked, gateway):
+    mocked.post(ADD_URL, body="<html><head><title>Welcome</title></head><body>It works!</body></html>",
+                content_type="text/html")
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert str(caught.value) == ("gateway: add the static site: HTTP 200 with a body that is not JSON: "
                                  "'Welcome It works!'")
+    assert caught.value.transient is False
 
 
-def test_gateway_create_static_site_connection_refused_is_transient(gateway_session):
-    gateway = GatewayClient(f"http://127.0.0.1:{closed_port()}", GATEWAY_TOKEN, gateway_session)
+def test_gateway_create_static_site_connection_refused_is_transient_and_tried_four_times(mocked, gateway, sleeps):
+    for _ in range(4):
+        mocked.post(ADD_URL, body=refused())
 
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
     assert caught.value.transient is True
     assert str(caught.value).startswith("gateway: add the static site: cannot connect (")
+    assert "Connection refused" in str(caught.value)
+    assert len(mocked.calls) == 4 and sleeps == [0.75, 1.5, 3.0]
 
 
-def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(httpserver, gateway, socket_timeouts):
-    httpserver.expect_request(CERT_PATH, method="POST").respond_with_json(
-        {"success": True, "message": "Certificate installation was successful."})
+def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(mocked, gateway, served):
+    mocked.post(CERT_URL, json=CERTIFICATE_ANSWER)
 
     gateway.provision_ssl("example.com")
 
-    request = only_request(httpserver)
-    assert json.loads(request.get_data()) == {"domainName": "example.com"}
-    assert request.headers["X-API-Key"] == GATEWAY_TOKEN
-    assert socket_timeouts[-1] == CERTIFICATE_COMMAND_TIMEOUT >= 300
+    (call,) = mocked.calls
+    assert sent_json(call) == {"domainName": "example.com"}
+    assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
+    assert call.request.req_kwargs["timeout"] == CERTIFICATE_COMMAND_TIMEOUT == 600
+    assert served.looks == ["example.com"]
 
 
-def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_output(httpserver, gateway):
-    httpserver.expect_request(CERT_PATH, method="POST").respond_with_json({
+def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_output(mocked, gateway, sleeps):
+    mocked.post(CERT_URL, status=500, json={
         "success": False, "error": "Failed to install certificate",
         "details": "example.com: Domain could not be validated, error message: error type: "
-                   "urn:ietf:params:acme:error:dns, error detail: DNS problem: NXDOMAIN"}, status=500)
+                   "urn:ietf:params:acme:error:dns, error detail: DNS problem: NXDOMAIN"})
 
     with pytest.raises(CertificateError) as caught:
         gateway.provision_ssl("example.com")
@@ -598,6 +748,104 @@ def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_outp
     assert str(caught.value) == ("gateway: install the certificate: HTTP 500: example.com: Domain could not be "
                                  "validated, error message: error type: urn:ietf:params:acme:error:dns, error "
                                  "detail: DNS problem: NXDOMAIN")
+    assert caught.value.transient is False and sleeps == []
+
+
+# --- each operation tried again as a whole, looking first (over the gateway: its failures can be transient) ---
+
+def record_looks(client, mocked, found_from=None):
+    """Replace the client's site look-up with one that records how many requests had gone out at each look, and
+    finds the site (as `found_from`'s site user) from the second look on when `found_from` is given."""
+    looks = []
+
+    def existing_site_user(domain):
+        looks.append(len(mocked.calls))
+        return found_from if found_from and len(looks) > 1 else None
+
+    client.existing_site_user = existing_site_user
+    return looks
+
+
+def test_create_static_site_503_on_add_looks_up_again_before_adding_again(mocked, gateway, sleeps, passwords):
+    mocked.post(ADD_URL, status=503, body="<html>Service Unavailable</html>", content_type="text/html")
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
+    looks = record_looks(gateway, mocked)
+
+    site = gateway.create_static_site("example.com")
+
+    assert site.created is True
+    assert looks == [0, 1]  # before the first add, and again before the second
+    assert len(mocked.calls) == 2 and sleeps == [0.75]
+    # a new password per attempt, each forgotten once sent
+    assert [sent_json(call)["siteUserPassword"] for call in mocked.calls] == passwords and len(set(passwords)) == 2
+    assert all(secret_values.mask(password) == password for password in passwords)
+
+
+def test_create_static_site_add_timed_out_but_took_effect_retry_finds_it_and_adds_no_duplicate(mocked, gateway,
+                                                                                               sleeps):
+    mocked.post(ADD_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=7)"))
+    looks = record_looks(gateway, mocked, found_from="handmade")
+
+    site = gateway.create_static_site("example.com")
+
+    assert site == StaticSite("/home/handmade/htdocs/example.com", created=False)
+    assert looks == [0, 1] and len(mocked.calls) == 1 and sleeps == [0.75]
+
+
+def test_gateway_create_static_site_504_then_already_exists_counts_as_made(mocked, gateway, sleeps):
+    mocked.post(ADD_URL, status=504, body="<html>504 Gateway Time-out</html>", content_type="text/html")
+    mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
+                                           "details": "domainName: This value already exists.\n"})
+
+    site = gateway.create_static_site("example.com")
+
+    assert site == StaticSite(document_root(site_user_for("example.com"), "example.com"), created=False)
+    assert len(mocked.calls) == 2 and sleeps == [0.75]
+
+
+def test_provision_ssl_order_timed_out_retry_looks_first_and_orders_no_more(mocked, gateway, served, sleeps):
+    served.answers = [NOT_SERVED, VALID]  # the order that timed out installed the certificate after all
+    mocked.post(CERT_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)"))
+
+    gateway.provision_ssl("example.com")
+
+    assert served.looks == ["example.com", "example.com"]
+    assert len(mocked.calls) == 1  # one order
+    assert sleeps == [0.75]
+
+
+def test_provision_ssl_new_site_order_timed_out_retry_looks_and_orders_no_more(mocked, gateway, served, sleeps):
+    served.answers = [VALID]
+    mocked.post(CERT_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)"))
+
+    gateway.provision_ssl("example.com", new_site=True)
+
+    assert served.looks == ["example.com"]  # not before the first order, only before the retry
+    assert len(mocked.calls) == 1 and sleeps == [0.75]
+
+
+def test_provision_ssl_transient_failure_and_still_not_served_orders_again(mocked, gateway, served, sleeps):
+    mocked.post(CERT_URL, status=502, body="<html>502 Bad Gateway</html>", content_type="text/html")
+    mocked.post(CERT_URL, json=CERTIFICATE_ANSWER)
+
+    gateway.provision_ssl("example.com")
+
+    assert served.looks == ["example.com", "example.com"]
+    assert len(mocked.calls) == 2 and sleeps == [0.75]
+
+
+def test_provision_ssl_unreachable_every_attempt_raises_transient_after_four_looks_and_orders(mocked, gateway,
+                                                                                            served, sleeps):
+    for _ in range(4):
+        mocked.post(CERT_URL, status=503, body="", content_type="text/html")
+
+    with pytest.raises(CertificateError) as caught:
+        gateway.provision_ssl("example.com")
+
+    assert caught.value.transient is True
+    assert str(caught.value) == "gateway: install the certificate: HTTP 503 Service Unavailable"
+    assert served.looks == ["example.com"] * 4
+    assert len(mocked.calls) == 4 and sleeps == [0.75, 1.5, 3.0]
 
 
 # --- the gateway over the wire, against the FakeGateway stand-in -------------------------------------------------
@@ -608,9 +856,14 @@ def fake_gateway(tmp_path):
         yield server
 
 
-def test_gateway_check_against_fake_gateway_reports_key_accepted(fake_gateway):
-    with new_session(timeout=5) as session:
-        answer = GatewayClient(fake_gateway.url, GATEWAY_TOKEN, session).check()
+@pytest.fixture
+def session():
+    with Session(timeout=5) as session:
+        yield session
+
+
+def test_gateway_check_against_fake_gateway_reports_key_accepted(fake_gateway, session, retry, served):
+    answer = GatewayClient(fake_gateway.url, GATEWAY_TOKEN, session, retry=retry, served_certificate=served).check()
 
     assert answer == f"gateway {fake_gateway.url} reachable, key accepted"
     assert [(r["method"], r["path"]) for r in fake_gateway.requests_log] == [("GET", "/health"),
@@ -618,35 +871,26 @@ def test_gateway_check_against_fake_gateway_reports_key_accepted(fake_gateway):
     assert fake_gateway.requests_log[1]["headers"]["x-api-key"] == GATEWAY_TOKEN
 
 
-def test_gateway_check_against_fake_gateway_wrong_key_names_cloudpanel_api_token(fake_gateway):
-    with new_session(timeout=5) as session:
-        with pytest.raises(CloudPanelError) as caught:
-            GatewayClient(fake_gateway.url, "wrong-key-0000", session).check()
+def test_gateway_check_against_fake_gateway_wrong_key_names_cloudpanel_api_token(fake_gateway, session, retry,
+                                                                                 served):
+    client = GatewayClient(fake_gateway.url, "wrong-key-0000", session, retry=retry, served_certificate=served)
+
+    with pytest.raises(CloudPanelError) as caught:
+        client.check()
 
     assert str(caught.value) == ("the gateway refused CLOUDPANEL_API_TOKEN (HTTP 401); "
                                  "set it to the gateway's API key")
 
 
-def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_one_request(fake_gateway):
-    with new_session(timeout=5) as session:
-        client = GatewayClient(fake_gateway.url, GATEWAY_TOKEN, session)
-        first = client.create_static_site("example.com")
-        second = client.create_static_site("example.com")
-        client.provision_ssl("example.com")
+def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_one_request(fake_gateway, session,
+                                                                                            retry, served):
+    client = GatewayClient(fake_gateway.url, GATEWAY_TOKEN, session, retry=retry, served_certificate=served)
+
+    first = client.create_static_site("example.com")
+    second = client.create_static_site("example.com")
+    client.provision_ssl("example.com", new_site=first.created)
 
     doc_root = f"/home/{site_user_for('example.com')}/htdocs/example.com"
     assert (first, second) == (StaticSite(doc_root, created=True), StaticSite(doc_root, created=False))
     assert [row["domain_name"] for row in clpctl_state.read_sites(fake_gateway.db_path)] == ["example.com"]
     assert len(clpctl_state.certificate_requests(fake_gateway.db_path, "example.com")) == 1
-
-
-def test_gateway_error_field_echoing_the_password_is_masked(httpserver, gateway, passwords):
-    def echo(request):
-        password = json.loads(request.get_data())["siteUserPassword"]
-        return Response(json.dumps({"success": False, "error": f"bad password {password}"}), 500)
-
-    httpserver.expect_request(ADD_PATH, method="POST").respond_with_handler(echo)
-    with pytest.raises(CloudPanelError) as caught:
-        gateway.create_static_site("example.com")
-    password, = passwords
-    assert str(caught.value) == "gateway: add the static site: HTTP 500: bad password ***"

@@ -245,10 +245,10 @@ def _lost_answer_and_killed(killer, path):
 
 
 GATEWAY_STEPS = [
-    pytest.param("/api/site/add/static", f"[{TARGET}] CloudPanel failed (gateway: add the static site: cannot connect",
+    pytest.param("/api/site/add/static", f"[{TARGET}] CloudPanel failed (gateway: add the static site: no whole answer came",
                  f"[{TARGET}] CloudPanel site exists already; its site user cannot be read here", id="site-added"),
     pytest.param("/api/letsencrypt/install-certificate",
-                 f"[{TARGET}] SSL failed (gateway: install the certificate: cannot connect",
+                 f"[{TARGET}] SSL failed (gateway: install the certificate: no whole answer came",
                  f"[{TARGET}] SSL: a valid certificate is served already", id="certificate"),
 ]
 

@@ -74,7 +74,7 @@ def patch_of(domain, fault):
 @pytest.mark.parametrize("fault, reason", [
     (Fault.status(500, {"code": "XX000", "details": None, "hint": None, "message": "internal error"}),
      "HTTP 500 XX000: internal error"),
-    (Fault.drop(), "Supabase: cannot connect (Remote end closed connection without response)"),
+    (Fault.drop(), "Supabase: no whole answer came (Server disconnected without sending a response.)"),
     (Fault.delay(1.0), "Supabase: no answer within 0.3 s (timeout)"),
 ])
 def test_final_write_failing_leaves_the_site_pending_and_the_next_run_converges(standins, fault, reason):

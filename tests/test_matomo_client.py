@@ -1,117 +1,108 @@
-"""The Matomo client against the recorded shapes of Matomo 5.2 served by a local HTTP server (pytest-httpserver),
-and once against the FakeMatomo stand-in: module/method/format in the query string, the token only in the form
-body, errors read from the body whatever the status, and a create that looks up again before every attempt. Real
-sockets, so these hold for whichever HTTP client core/http.py is built on."""
+"""The Matomo client against the recorded shapes of Matomo 5.2, answered by `responses` in front of the real
+requests session (core.http.Session): module/method/format in the query string, the token only in the form body,
+errors read from the body whatever the status, the network's failures sorted into transient ones, redirects
+reported and not followed, and a create that looks up again before every attempt. Then once over a real socket
+against the FakeMatomo stand-in."""
 
-import socket
-from http import HTTPStatus
+from http.client import RemoteDisconnected
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
+import requests
+import responses
+from responses import matchers
+from responses.registries import OrderedRegistry
+from urllib3.exceptions import ProtocolError
 
-from hosting_automator.core.http import new_session
+from hosting_automator.core.http import Session
 from hosting_automator.errors import MatomoError
 from hosting_automator.services.matomo_client import MatomoClient, site_urls
 from tests.standins.matomo import SUPERUSER_MESSAGE, TOKEN_MESSAGE, FakeMatomo
 
-PATH = "/index.php"
+API = "https://matomo.example/index.php"
 TOKEN = "matomo-token-4f9e2a7c1b8d3e6f"
 LOOKUP = "SitesManager.getSitesIdFromSiteUrl"
 ADD = "SitesManager.addSite"
+TIMEOUT = 5
 
 
 @pytest.fixture
-def api(httpserver):
-    yield httpserver.url_for(PATH)
-    httpserver.check()
+def mocked():
+    """Every request the session sends is answered by what the test registered, in that order, and every
+    registered answer must have been asked for."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True, registry=OrderedRegistry) as mock:
+        yield mock
 
 
 @pytest.fixture
 def session():
-    with new_session(timeout=5) as session:
+    with Session(timeout=TIMEOUT) as session:
         yield session
 
 
 @pytest.fixture
-def matomo(api, session, retry):
-    return MatomoClient(api, TOKEN, session, retry)
+def matomo(session, retry):
+    return MatomoClient(API, TOKEN, session, retry)
 
 
 def query(method):
     return {"module": "API", "method": method, "format": "JSON"}
 
 
-def script(httpserver, *answers):
-    """Answers Matomo calls in order: each entry is (expected method, status, body text)."""
+def script(mocked, *answers):
+    """Answers Matomo calls in order: each entry is (expected method, status, body: text or an exception)."""
     for method, status, body in answers:
-        httpserver.expect_ordered_request(PATH, method="POST", query_string=query(method)).respond_with_data(
-            body, status, content_type="application/json")
+        mocked.post(API, body=body, status=status, content_type="application/json",
+                    match=[matchers.query_param_matcher(query(method))])
 
 
-def status_line(status):
-    return f"{status} {HTTPStatus(status).phrase}"
+def query_of(request):
+    return parse_qs(urlsplit(request.url).query)
 
 
 def form_of(request):
-    return parse_qsl(request.get_data().decode("ascii"), keep_blank_values=True)  # form bodies are ASCII bytes
+    body = request.body.decode("ascii") if isinstance(request.body, bytes) else request.body
+    return parse_qsl(body, keep_blank_values=True)  # form bodies are ASCII
 
 
-def requests_seen(httpserver):
-    return [request for request, _ in httpserver.log]
+def methods_called(mocked):
+    return [query_of(call.request)["method"][0] for call in mocked.calls]
 
 
-def methods_called(httpserver):
-    return [request.args["method"] for request in requests_seen(httpserver)]
-
-
-@pytest.fixture
-def silent_server():
-    """A port that accepts connections (the kernel does) but never answers."""
-    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
-        yield listener
-
-
-def calls_waiting(listener):
-    """(HTTP method, Matomo method) of every request sent to `listener`, in order, one per connection."""
-    listener.setblocking(False)
-    calls = []
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except BlockingIOError:
-            return calls
-        with connection, connection.makefile("rb") as stream:
-            connection.settimeout(1)
-            verb, target, _ = stream.readline().decode("ascii").split()
-            calls.append((verb, dict(parse_qsl(urlsplit(target).query))["method"]))
+def dropped_connection():
+    """What requests raises when the server closes the connection before answering."""
+    return requests.exceptions.ConnectionError(
+        ProtocolError("Connection aborted.", RemoteDisconnected("Remote end closed connection without response")))
 
 
 # --- find, then add ----------------------------------------------------------------------------------------------
 
-def test_create_tracking_site_absent_looks_up_then_adds_with_token_only_in_body(httpserver, matomo):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 7}'))
+def test_create_tracking_site_absent_looks_up_then_adds_with_token_only_in_body(mocked, matomo):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 7}'))
 
     assert matomo.create_tracking_site("example.com") == 7
 
-    lookup, add = requests_seen(httpserver)
+    lookup, add = (call.request for call in mocked.calls)
     for request in (lookup, add):
         assert request.method == "POST"
         assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
-        assert "token_auth" not in request.query_string.decode()
+        assert request.headers["User-Agent"] == "hosting-automator"
+        assert "token_auth" not in urlsplit(request.url).query
         assert TOKEN not in request.url
-    assert parse_qs(lookup.query_string.decode()) == {"module": ["API"], "method": [LOOKUP], "format": ["JSON"]}
-    assert parse_qs(add.query_string.decode()) == {"module": ["API"], "method": [ADD], "format": ["JSON"]}
+        assert request.req_kwargs["timeout"] == TIMEOUT
+    assert query_of(lookup) == {"module": ["API"], "method": [LOOKUP], "format": ["JSON"]}
+    assert query_of(add) == {"module": ["API"], "method": [ADD], "format": ["JSON"]}
     assert form_of(lookup) == [("url", "https://example.com"), ("token_auth", TOKEN)]
     assert form_of(add) == [("siteName", "example.com"), ("urls[0]", "https://example.com"),
                             ("urls[1]", "https://www.example.com"), ("token_auth", TOKEN)]
 
 
-def test_create_tracking_site_www_domain_adds_apex_twin_second(httpserver, matomo):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 8}'))
+def test_create_tracking_site_www_domain_adds_apex_twin_second(mocked, matomo):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 8}'))
 
     matomo.create_tracking_site("www.example.com")
 
-    add = dict(form_of(requests_seen(httpserver)[1]))
+    add = dict(form_of(mocked.calls[1].request))
     assert (add["urls[0]"], add["urls[1]"]) == ("https://www.example.com", "https://example.com")
     assert add["siteName"] == "www.example.com"
 
@@ -121,28 +112,28 @@ def test_site_urls_main_url_first_then_twin():
     assert site_urls("www.example.com") == ["https://www.example.com", "https://example.com"]
 
 
-def test_create_tracking_site_configured_timezone_and_currency_are_sent(httpserver, api, session, retry):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 3}'))
-    client = MatomoClient(api, TOKEN, session, retry, timezone="Europe/Berlin", currency="EUR")
+def test_create_tracking_site_configured_timezone_and_currency_are_sent(mocked, session, retry):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 3}'))
+    client = MatomoClient(API, TOKEN, session, retry, timezone="Europe/Berlin", currency="EUR")
 
     client.create_tracking_site("example.com")
 
-    add = dict(form_of(requests_seen(httpserver)[1]))
+    add = dict(form_of(mocked.calls[1].request))
     assert (add["timezone"], add["currency"]) == ("Europe/Berlin", "EUR")
 
 
 @pytest.mark.parametrize("answer, expected", [('[{"idsite": "5"}]', 5), ('[{"idsite": 12}, {"idsite": 13}]', 12)])
-def test_create_tracking_site_existing_site_returns_its_id_without_adding(httpserver, matomo, answer, expected):
-    script(httpserver, (LOOKUP, 200, answer))
+def test_create_tracking_site_existing_site_returns_its_id_without_adding(mocked, matomo, answer, expected):
+    script(mocked, (LOOKUP, 200, answer))
 
     assert matomo.create_tracking_site("example.com") == expected
-    assert methods_called(httpserver) == [LOOKUP]
+    assert methods_called(mocked) == [LOOKUP]
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
 
-def test_create_tracking_site_error_result_with_http_200_decodes_entities(httpserver, matomo, sleeps):
-    script(httpserver, (LOOKUP, 200, "[]"),
+def test_create_tracking_site_error_result_with_http_200_decodes_entities(mocked, matomo, sleeps):
+    script(mocked, (LOOKUP, 200, "[]"),
            (ADD, 200, '{"result": "error", "message": "The url &quot;https://x&quot; is not a valid URL &amp; '
                       'was refused."}'))
 
@@ -153,19 +144,19 @@ def test_create_tracking_site_error_result_with_http_200_decodes_entities(httpse
     assert caught.value.transient is False and sleeps == []
 
 
-def test_create_tracking_site_token_refused_names_matomo_api_token_and_is_not_retried(httpserver, matomo, sleeps):
-    script(httpserver, (LOOKUP, 401, '{"result": "error", "message": "%s"}' % TOKEN_MESSAGE))
+def test_create_tracking_site_token_refused_names_matomo_api_token_and_is_not_retried(mocked, matomo, sleeps):
+    script(mocked, (LOOKUP, 401, '{"result": "error", "message": "%s"}' % TOKEN_MESSAGE))
 
     with pytest.raises(MatomoError) as caught:
         matomo.create_tracking_site("example.com")
 
     assert str(caught.value) == f"{LOOKUP}: {TOKEN_MESSAGE} (check MATOMO_API_TOKEN)"
     assert TOKEN not in str(caught.value)
-    assert len(httpserver.log) == 1 and sleeps == []
+    assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_create_tracking_site_not_superuser_says_token_must_be_a_super_users(httpserver, matomo):
-    script(httpserver, (LOOKUP, 200, "[]"),
+def test_create_tracking_site_not_superuser_says_token_must_be_a_super_users(mocked, matomo):
+    script(mocked, (LOOKUP, 200, "[]"),
            (ADD, 401, '{"result": "error", "message": "You can&#039;t access this resource as it requires a '
                       '&#039;superuser&#039; access."}'))
 
@@ -179,11 +170,11 @@ def test_create_tracking_site_not_superuser_says_token_must_be_a_super_users(htt
     (200, "<!DOCTYPE html><html><head><title>Matomo</title></head><body>Sign in</body></html>", "'Matomo Sign in'"),
     (200, '[{"idsite": "5"', "'[{\"idsite\": \"5\"'"),
     (200, "", "an empty body"),
+    (500, "<html><body><h1>Internal Server Error</h1></body></html>", "'Internal Server Error'"),
     (502, "<html><body><h1>502 Bad Gateway</h1></body></html>", None),
 ])
-def test_find_site_body_that_is_not_json_raises_matomo_error(httpserver, matomo, status, body, shown):
-    httpserver.expect_request(PATH, method="POST").respond_with_data(body, status_line(status),
-                                                                     content_type="text/html")
+def test_find_site_body_that_is_not_json_raises_matomo_error(mocked, matomo, status, body, shown):
+    mocked.post(API, body=body, status=status, content_type="text/html")
 
     with pytest.raises(MatomoError) as caught:
         matomo.find_site("example.com")
@@ -195,8 +186,18 @@ def test_find_site_body_that_is_not_json_raises_matomo_error(httpserver, matomo,
         assert caught.value.transient is False
 
 
-def test_find_site_answer_that_is_not_a_list_raises_matomo_error(httpserver, matomo):
-    script(httpserver, (LOOKUP, 200, '{"value": 5}'))
+def test_find_site_json_with_http_500_raises_status_and_answer(mocked, matomo):
+    script(mocked, (LOOKUP, 500, '{"message": "database gone"}'))
+
+    with pytest.raises(MatomoError) as caught:
+        matomo.find_site("example.com")
+
+    assert str(caught.value) == f"{LOOKUP}: HTTP 500: {{'message': 'database gone'}}"
+    assert caught.value.transient is False
+
+
+def test_find_site_answer_that_is_not_a_list_raises_matomo_error(mocked, matomo):
+    script(mocked, (LOOKUP, 200, '{"value": 5}'))
 
     with pytest.raises(MatomoError, match=r"getSitesIdFromSiteUrl answered .* where a list was expected"):
         matomo.find_site("example.com")
@@ -205,8 +206,8 @@ def test_find_site_answer_that_is_not_a_list_raises_matomo_error(httpserver, mat
 @pytest.mark.parametrize("answer, shown", [('{"value": "abc"}', "'abc'"), ('{"value": null}', "None"),
                                            ('{"ok": true}', "None"), ('{"value": true}', "True"),
                                            ('{"value": 5.9}', "5.9"), ('{"value": "-3"}', "'-3'")])
-def test_create_tracking_site_add_answer_without_numeric_id_raises_not_a_number(httpserver, matomo, answer, shown):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 200, answer))
+def test_create_tracking_site_add_answer_without_numeric_id_raises_not_a_number(mocked, matomo, answer, shown):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, answer))
 
     with pytest.raises(MatomoError) as caught:
         matomo.create_tracking_site("example.com")
@@ -214,56 +215,107 @@ def test_create_tracking_site_add_answer_without_numeric_id_raises_not_a_number(
     assert str(caught.value) == f"addSite answered idSite {shown}, which is not a number"
 
 
-def test_create_tracking_site_add_answer_zero_is_not_a_site(httpserver, matomo):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 0}'))
+def test_find_site_lookup_answer_without_numeric_id_raises_not_a_number(mocked, matomo):
+    script(mocked, (LOOKUP, 200, '[{"idsite": "five"}]'))
+
+    with pytest.raises(MatomoError, match=r"^getSitesIdFromSiteUrl answered idSite 'five', which is not a number$"):
+        matomo.find_site("example.com")
+
+
+def test_create_tracking_site_add_answer_zero_is_not_a_site(mocked, matomo):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 0}'))
 
     with pytest.raises(MatomoError, match="^addSite answered idSite 0, which is not a site$"):
         matomo.create_tracking_site("example.com")
 
 
-def test_create_tracking_site_503_on_add_looks_up_again_before_adding_again(httpserver, matomo, sleeps):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 503, "<html>Service Unavailable</html>"),
+# --- transient failures: retried, looking up again ------------------------------------------------------------
+
+def test_create_tracking_site_503_on_add_looks_up_again_before_adding_again(mocked, matomo, sleeps):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 503, "<html>Service Unavailable</html>"),
            (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 9}'))
 
     assert matomo.create_tracking_site("example.com") == 9
-    assert methods_called(httpserver) == [LOOKUP, ADD, LOOKUP, ADD]
+    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP, ADD]
     assert sleeps == [0.75]
 
 
-def test_create_tracking_site_503_after_add_took_effect_finds_it_and_adds_no_duplicate(httpserver, matomo, sleeps):
-    script(httpserver, (LOOKUP, 200, "[]"), (ADD, 503, ""), (LOOKUP, 200, '[{"idsite": "9"}]'))
+def test_create_tracking_site_503_after_add_took_effect_finds_it_and_adds_no_duplicate(mocked, matomo, sleeps):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 503, ""), (LOOKUP, 200, '[{"idsite": "9"}]'))
 
     assert matomo.create_tracking_site("example.com") == 9
-    assert methods_called(httpserver) == [LOOKUP, ADD, LOOKUP]
+    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP]
     assert sleeps == [0.75]
 
 
-def test_create_tracking_site_429_waits_retry_after_header(httpserver, matomo, sleeps):
-    httpserver.expect_ordered_request(PATH, method="POST").respond_with_data("", 429, headers={"Retry-After": "12"})
-    httpserver.expect_ordered_request(PATH, method="POST").respond_with_data("[]", content_type="application/json")
-    httpserver.expect_ordered_request(PATH, method="POST").respond_with_json({"value": 4})
+def test_create_tracking_site_connection_dropped_on_add_looks_up_again_and_adds_no_duplicate(mocked, matomo,
+                                                                                             sleeps):
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, dropped_connection()), (LOOKUP, 200, '[{"idsite": "9"}]'))
+
+    assert matomo.create_tracking_site("example.com") == 9
+    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP]
+    assert sleeps == [0.75]
+
+
+def test_find_site_connection_dropped_raises_transient_error_naming_it(mocked, matomo):
+    script(mocked, (LOOKUP, 200, dropped_connection()))
+
+    with pytest.raises(MatomoError) as caught:
+        matomo.find_site("example.com")
+
+    assert caught.value.transient is True
+    assert str(caught.value).startswith(f"{LOOKUP}: ")
+    assert "Remote end closed connection without response" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_create_tracking_site_429_waits_retry_after_header(mocked, matomo, sleeps):
+    mocked.post(API, body="", status=429, headers={"Retry-After": "12"},
+                match=[matchers.query_param_matcher(query(LOOKUP))])
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 4}'))
 
     assert matomo.create_tracking_site("example.com") == 4
+    assert methods_called(mocked) == [LOOKUP, LOOKUP, ADD]
     assert sleeps == [12.0]
 
 
-def test_create_tracking_site_timeouts_every_time_give_up_after_four_attempts(silent_server, retry, sleeps):
-    port = silent_server.getsockname()[1]
-    with new_session(timeout=0.2) as session:
-        matomo = MatomoClient(f"http://127.0.0.1:{port}{PATH}", TOKEN, session, retry)
-        with pytest.raises(MatomoError) as caught:
-            matomo.create_tracking_site("example.com")
+@pytest.mark.parametrize("timeout", [requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout])
+def test_create_tracking_site_timeouts_every_time_give_up_after_four_attempts(mocked, matomo, sleeps, timeout):
+    script(mocked, *[(LOOKUP, 200, timeout("timed out")) for _ in range(4)])
+
+    with pytest.raises(MatomoError) as caught:
+        matomo.create_tracking_site("example.com")
 
     assert caught.value.transient is True
-    assert str(caught.value).startswith(f"{LOOKUP}: no answer")
-    assert calls_waiting(silent_server) == [("POST", LOOKUP)] * 4
+    # the wording (connecting or waiting for the answer) is core.http's; the method and the wait are Matomo's
+    assert str(caught.value).startswith(f"{LOOKUP}: ")
+    assert str(caught.value).endswith(f" within {TIMEOUT} s (timeout)")
+    assert [call.request.method for call in mocked.calls] == ["POST"] * 4
+    assert methods_called(mocked) == [LOOKUP] * 4
     assert sleeps == [0.75, 1.5, 3.0]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_find_site_redirect_is_reported_with_its_target_and_not_followed(mocked, session, retry, sleeps, status):
+    plain = "http://matomo.example/index.php"
+    mocked.post(plain, status=status, headers={"Location": API})
+    matomo = MatomoClient(plain, TOKEN, session, retry)
+
+    with pytest.raises(MatomoError) as caught:
+        matomo.create_tracking_site("example.com")
+
+    assert str(caught.value) == (f"{LOOKUP}: HTTP {status}, a redirect to {API}: set the address it points to")
+    assert caught.value.transient is False and sleeps == []
+    (call,) = mocked.calls  # the token went out once, to the configured address, and nowhere else
+    assert call.request.url.startswith(plain + "?")
+    assert dict(form_of(call.request))["token_auth"] == TOKEN
+    assert TOKEN not in str(caught.value)
 
 
 # --- check -------------------------------------------------------------------------------------------------------
 
-def test_check_token_without_super_user_access_says_so(httpserver, matomo):
-    script(httpserver, ("UsersManager.hasSuperUserAccess", 200, '{"value": false}'))
+def test_check_token_without_super_user_access_says_so(mocked, matomo):
+    script(mocked, ("UsersManager.hasSuperUserAccess", 200, '{"value": false}'))
 
     with pytest.raises(MatomoError) as caught:
         matomo.check()
@@ -272,11 +324,12 @@ def test_check_token_without_super_user_access_says_so(httpserver, matomo):
     assert "MATOMO_API_TOKEN" in str(caught.value)
 
 
-def test_check_super_user_reports_version(httpserver, api, matomo):
-    script(httpserver, ("UsersManager.hasSuperUserAccess", 200, '{"value": true}'),
+def test_check_super_user_reports_version(mocked, matomo):
+    script(mocked, ("UsersManager.hasSuperUserAccess", 200, '{"value": true}'),
            ("API.getMatomoVersion", 200, '{"value": "5.2.0"}'))
 
-    assert matomo.check() == f"Matomo 5.2.0 at {api}, token of a super user"
+    assert matomo.check() == f"Matomo 5.2.0 at {API}, token of a super user"
+    assert all(dict(form_of(call.request)) == {"token_auth": TOKEN} for call in mocked.calls)
 
 
 # --- over the wire, against the FakeMatomo stand-in ------------------------------------------------------------

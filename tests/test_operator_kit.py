@@ -99,3 +99,27 @@ def test_healthcheck_fail_ping_on_failure_and_a_dead_monitor_only_warns(standins
     assert result.returncode == 0
     assert "WARNING Monitoring ping (start) failed" in result.log
     assert "WARNING Monitoring ping (success) failed" in result.log
+
+
+def test_healthcheck_fail_ping_when_the_run_stops_on_a_bug(standins, httpserver, monkeypatch, capsys):
+    """A bug after /start must still end the check with /fail, or it waits out its grace period."""
+    from hosting_automator import main as command
+    from hosting_automator.pipeline import Pipeline
+
+    def bug(self):
+        raise ZeroDivisionError("a bug in the run")
+
+    httpserver.expect_request("/ping/abc/start", method="POST").respond_with_data("OK")
+    httpserver.expect_request("/ping/abc/fail", method="POST").respond_with_data("OK")
+    for name, value in standins.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HEALTHCHECK_URL", httpserver.url_for("/ping/abc"))
+    monkeypatch.chdir(standins.dir)
+    monkeypatch.setattr(Pipeline, "run", bug)
+
+    assert command.main([]) == 1
+
+    assert [request.path for request, _ in httpserver.log] == ["/ping/abc/start", "/ping/abc/fail"]
+    assert httpserver.log[1][0].get_data(as_text=True).startswith(
+        "Run stopped on an unexpected error: ZeroDivisionError: a bug in the run\n\n")
+    assert "ERROR The run stopped on an unexpected error" in capsys.readouterr().err

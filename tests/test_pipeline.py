@@ -51,6 +51,7 @@ class MemoryCloudPanel:
     def __init__(self):
         self.sites = {}
         self.certificates = []
+        self.certificate_calls = []
         self.fail_site = {}
         self.fail_certificate = {}
 
@@ -64,7 +65,8 @@ class MemoryCloudPanel:
         self.sites.setdefault(domain, "user-" + domain.split(".")[0])
         return StaticSite(f"/home/{self.sites[domain]}/htdocs/{domain}", created)
 
-    def provision_ssl(self, domain):
+    def provision_ssl(self, domain, new_site=False):
+        self.certificate_calls.append((domain, new_site))
         if domain in self.fail_certificate:
             raise CertificateError(self.fail_certificate[domain])
         self.certificates.append(domain)
@@ -159,38 +161,14 @@ def test_certificate_failure_fails_the_row_keeps_doc_root_and_logs_critical(serv
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("SSL: clpctl")] == ["CRITICAL"]
 
 
-def test_valid_served_certificate_is_not_requested_again(services, caplog):
-    services.cloudpanel.sites["good.example"] = "user-good"  # a rerun: the site was made before
-    services.served.add("good.example")
-    run(services)
-    assert services.probes == ["good.example"]
-    assert services.cloudpanel.certificates == []
-    assert services.supabase.rows[1]["status_hosting"] == "active"
-    assert "SSL: served; not requesting another" in caplog.text
-
-
-def test_a_site_created_just_now_gets_its_certificate_without_a_look_at_what_is_served(services, caplog):
-    services.served.add("good.example")  # what a look would see is not asked for: the new site serves none
+def test_certificate_step_is_told_whether_the_site_was_created_by_this_run(retry):
+    """A site made a moment ago cannot serve a certificate yet: the CloudPanel client skips its look for it."""
+    services = MemoryServices([row(1, "new.example"), row(2, "old.example")], retry)
+    services.cloudpanel.sites["old.example"] = "user-old"  # a rerun: made before
 
     run(services)
 
-    assert services.probes == []
-    assert services.cloudpanel.certificates == ["good.example"]
-    assert "SSL: requesting a Let's Encrypt certificate (the site was just created)" in caplog.messages
-
-
-def test_after_a_certificate_request_that_timed_out_the_retry_looks_first(services, retry):
-    def times_out_but_installs(domain):
-        services.cloudpanel.certificates.append(domain)
-        raise CertificateError("gateway: install the certificate: no answer within 600 s (timeout)", transient=True)
-
-    services.cloudpanel.provision_ssl = times_out_but_installs
-
-    _, outcomes = run(services)
-
-    assert services.probes == ["good.example"]  # the second attempt looked, found it, and asked no more
-    assert services.cloudpanel.certificates == ["good.example"]
-    assert outcomes[0].outcome == "active" and len(retry.sleep) == 1
+    assert services.cloudpanel.certificate_calls == [("new.example", True), ("old.example", False)]
 
 
 def test_matomo_failure_is_a_warning_and_the_site_still_goes_live(services, caplog):
@@ -337,11 +315,10 @@ def test_service_unreachable_after_every_retry_leaves_the_row_pending_for_the_ne
     assert [(o.outcome, o.is_failure) for o in outcomes] == [("postponed", True)] * 2
     assert "CloudPanel: gateway: add the static site: cannot connect (refused); the row stays pending and the next " \
            "run tries again" in caplog.text
-    assert len(retry.sleep) == 6  # each site tried 4 times
 
 
 def test_certificate_service_unreachable_leaves_the_row_pending_with_the_site_kept(services):
-    services.cloudpanel.provision_ssl = lambda d: (_ for _ in ()).throw(
+    services.cloudpanel.provision_ssl = lambda d, new_site: (_ for _ in ()).throw(
         CertificateError("gateway: install the certificate: HTTP 503", transient=True))
     _, outcomes = run(services)
     assert services.supabase.rows[1]["status_hosting"] == "pending"

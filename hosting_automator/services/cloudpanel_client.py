@@ -16,6 +16,7 @@ import threading
 from typing import NamedTuple
 from urllib.parse import quote
 
+from hosting_automator.core.http import body_excerpt, header_retry_after, retry_after_seconds, send
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError
 
@@ -25,7 +26,6 @@ SITE_COMMAND_TIMEOUT = 180  # seconds; adding a site creates a Linux user and re
 CERTIFICATE_COMMAND_TIMEOUT = 600  # each ACME challenge may wait 90 s, and there are two names
 PASSWORD_LENGTH = 32
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
-_EVEN_BYTES = 256 - 256 % len(_PASSWORD_ALPHABET)  # 248
 
 SITE_ADDED = "has been added"
 CERTIFICATE_INSTALLED = "Certificate installation was successful"
@@ -57,13 +57,7 @@ def document_root(site_user, domain):
 
 def new_password():
     """A throwaway password CloudPanel requires; it goes only to clpctl and is masked everywhere else."""
-    # One read of random bytes, not one per character (secrets.choice): bytes below 248 = 4 x 62 map evenly onto
-    # the 62 characters, the others are skipped.
-    characters = []
-    while len(characters) < PASSWORD_LENGTH:
-        characters += [_PASSWORD_ALPHABET[byte % len(_PASSWORD_ALPHABET)]
-                       for byte in secrets.token_bytes(PASSWORD_LENGTH) if byte < _EVEN_BYTES]
-    password = "".join(characters[:PASSWORD_LENGTH])
+    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
     secret_values.add(password)
     return password
 
@@ -81,9 +75,12 @@ def clpctl_reason(output, exit_code=None):
 
 
 class CloudPanelClient:
-    """What both transports share: look up, derive the site user, create, and read clpctl's answer."""
+    """What both transports share: look up, derive the site user, create, read clpctl's answer, and try each
+    operation again as a whole (look up, then create) while it fails transiently."""
 
-    def __init__(self, concurrency=1):
+    def __init__(self, *, retry, served_certificate, concurrency=1):
+        self.retry = retry  # a core.retry.RetryPolicy
+        self.served_certificate = served_certificate  # domain -> ServedCertificate, what the server serves now
         self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
 
     def existing_site_user(self, domain):
@@ -91,7 +88,12 @@ class CloudPanelClient:
         return None
 
     def create_static_site(self, domain):
-        """Make sure a static site for `domain` exists; return its document root and whether this call made it."""
+        """Make sure a static site for `domain` exists; return its document root and whether this call made it.
+
+        Raises CloudPanelError. Every attempt looks the site up first, and "already exists" counts as made."""
+        return self.retry.call(lambda: self._find_or_add_site(domain), "CloudPanel")
+
+    def _find_or_add_site(self, domain):
         with self._slots:
             site_user = self.existing_site_user(domain)
             if site_user:
@@ -123,11 +125,32 @@ class CloudPanelClient:
                     "of the derived site user %s is assumed", derived_user)
         return document_root(derived_user, domain)
 
-    def provision_ssl(self, domain):
-        """Request and install a Let's Encrypt certificate (it covers the name and its www./apex twin)."""
-        with self._slots:
-            self._install_certificate(domain)
-        logger.info("Let's Encrypt certificate installed")
+    def provision_ssl(self, domain, new_site=False):
+        """Install a Let's Encrypt certificate (it covers the name and its www./apex twin) unless a valid one is
+        served already: Let's Encrypt allows five certificates per set of names a week.
+
+        Raises CertificateError or CloudPanelError. Every attempt looks at the served certificate first, since a
+        request that timed out may still have installed one; a site made a moment ago (`new_site`) cannot serve one
+        yet, so its first attempt does not look."""
+        look = not new_site
+
+        def attempt():
+            nonlocal look
+            if look:
+                served = self.served_certificate(domain)
+                if served.valid:
+                    logger.info("SSL: %s; not requesting another", served.reason)
+                    return
+                reason = served.reason
+            else:
+                reason = "the site was just created"
+            look = True
+            logger.info("SSL: requesting a Let's Encrypt certificate (%s)", reason)
+            with self._slots:
+                self._install_certificate(domain)
+            logger.info("Let's Encrypt certificate installed")
+
+        self.retry.call(attempt, "SSL")
 
     def check(self):
         """Read-only: return a line saying the transport works, or raise CloudPanelError saying why not."""
@@ -143,8 +166,8 @@ class CloudPanelClient:
 class ClpctlClient(CloudPanelClient):
     """Runs clpctl on this server (as root: site and certificate commands exist only for root)."""
 
-    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1, lock_fd=None):
-        super().__init__(concurrency)
+    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1, lock_fd=None, *, retry, served_certificate):
+        super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         self.clpctl = clpctl
         self.db_path = db_path
         self.lock_fd = lock_fd  # handed to every clpctl: the run lock lasts as long as the last clpctl does
@@ -229,8 +252,8 @@ def _kill_group(process):
 class GatewayClient(CloudPanelClient):
     """Talks to a clpctl HTTP gateway (cloudpanel-api); it cannot say who owns an existing site."""
 
-    def __init__(self, base_url, api_token, session, concurrency=1):
-        super().__init__(concurrency)
+    def __init__(self, base_url, api_token, session, concurrency=1, *, retry, served_certificate):
+        super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         self.base_url = base_url
         self.session = session
         self.headers = {"X-API-Key": api_token}
@@ -245,13 +268,11 @@ class GatewayClient(CloudPanelClient):
                    CertificateError, timeout=CERTIFICATE_COMMAND_TIMEOUT)
 
     def check(self):
-        from hosting_automator.core.http import send
-
         health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
         if health.status_code != 200:
             raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}")
         response = send(self.session, "GET", self.base_url + "/api/user/list", headers=self.headers,
-                        error=CloudPanelError, what="gateway")
+                        error=CloudPanelError, what="gateway", retry_after=_gateway_retry_after)
         if response.status_code in (401, 403):
             raise CloudPanelError(f"the gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code}); "
                                   "set it to the gateway's API key")
@@ -260,11 +281,9 @@ class GatewayClient(CloudPanelClient):
         return f"gateway {self.base_url} reachable, key accepted"
 
     def _post(self, path, payload, what, error, timeout=None):
-        from hosting_automator.core.http import body_excerpt, send
-
         kwargs = {"timeout": timeout} if timeout else {}
         response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
-                        error=error, what=f"gateway: {what}", **kwargs)
+                        error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, **kwargs)
         # before the body: a proxy in front of the gateway refuses a key with an HTML page
         if response.status_code in (401, 403):
             raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
@@ -284,3 +303,14 @@ class GatewayClient(CloudPanelClient):
             details = json.dumps(details)
         reason = clpctl_reason(details or str(body.get("error") or "no reason given"))
         raise error(f"gateway: {what}: HTTP {response.status_code}: {reason}")
+
+
+def _gateway_retry_after(response):
+    """The gateway says how long to wait in its JSON body (`retryAfter`), not in a header."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("retryAfter") is not None:
+        return retry_after_seconds(body["retryAfter"])
+    return header_retry_after(response)

@@ -1,7 +1,9 @@
-"""Healthchecks.io-style monitoring: ping /start, then the URL on success or /fail, with the summary and the
-last log lines as the body. A ping that fails only warns: monitoring must never hide or cause a failure."""
+"""Healthchecks.io-style monitoring around a run: ping /start, then the URL on success or /fail, with the summary
+and the last log lines as the body. A ping that fails only warns: monitoring must never hide or cause a failure."""
 
 import logging
+
+from hosting_automator.core.logging_setup import secret_values
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +26,34 @@ def ping(session, url, state, body="", dry_run=False):
     except Exception as err:  # any failure of the monitor is only a warning
         # the class only: an error's message may carry the URL, whose path is the check's secret key
         logger.warning("Monitoring ping (%s) failed: %s", state, err.__class__.__name__)
+
+
+class Monitoring:
+    """Pings /start on entry and, on exit, success or /fail: /fail also when the run ends on an exception (a bug,
+    a signal), so the check never waits out its grace period for a run that is already over."""
+
+    def __init__(self, session, url, recent_lines, dry_run=False):
+        self.session = session
+        self.url = url
+        self.recent_lines = recent_lines  # a logging handler keeping the run's last lines
+        self.dry_run = dry_run
+        self._finished = None
+
+    def finish(self, summary, succeeded):
+        """What the exit ping says: the run's summary line, and whether it succeeded."""
+        self._finished = (summary, succeeded)
+
+    def __enter__(self):
+        ping(self.session, self.url, "start", dry_run=self.dry_run)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None:
+            summary, succeeded = f"Run stopped on an unexpected error: {exc_type.__name__}: {exc}", False
+        elif self._finished is None:
+            summary, succeeded = "Run ended without a summary", False
+        else:
+            summary, succeeded = self._finished
+        body = secret_values.mask(summary + "\n\n" + "\n".join(self.recent_lines.lines))
+        ping(self.session, self.url, "success" if succeeded else "fail", body, self.dry_run)
+        return False

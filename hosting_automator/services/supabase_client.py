@@ -1,10 +1,14 @@
-"""The `sites` table in Supabase, through its PostgREST API (DESIGN.md section 5): read the pending sites page by
-page, write each outcome with a conditional update."""
+"""The `sites` table in Supabase through supabase-py: read the pending sites page by page, write each outcome with
+a conditional update."""
 
 import logging
+import threading
 
-from hosting_automator.core.http import (TRANSIENT_STATUSES, UnusableSetting, network_failure, new_session,
-                                         retry_after_seconds)
+import httpx
+from postgrest.exceptions import APIError
+from supabase import ClientOptions, create_client  # ClientOptions is supabase-py's SyncClientOptions
+
+from hosting_automator.core.http import TRANSIENT_STATUSES, first_line, retry_after_seconds
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 
@@ -21,21 +25,37 @@ MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
 
 
 class SupabaseClient:
-    """The table over PostgREST with the run's own HTTP client, not supabase-py: importing supabase-py's PostgREST
-    client (httpx, pydantic, asyncio) took 0.2-0.3 s of every run's start, and it cost ~0.6 ms of CPU more per
-    request (bench/). The requests are the ones supabase-py sends, pinned by tests/test_supabase_client.py."""
+    """supabase-py's client over an httpx client of our own: HTTP/1.1 (HTTP/2 connections are known to drop), the
+    run's timeout kept as given (supabase-py's own option truncates 0.5 s to 0), and supabase-py's retries off,
+    since core/retry.py is the one retry policy."""
 
     def __init__(self, url, service_key, table, timeout, retry, pool_size=1):
-        self.table_url = f"{url.rstrip('/')}/rest/v1/{table}"
         self.table_name = table
         self.timeout = timeout
         self.retry = retry
-        self.session = new_session(timeout, pool_size=pool_size + 1)  # +1: the page reader beside the workers
-        self.headers = {"apikey": service_key, "Authorization": f"Bearer {service_key}",
-                        "Accept": "application/json"}
+        self._last = threading.local()  # this thread's last answer: postgrest's APIError does not carry its status
+        try:
+            self._http = httpx.Client(
+                http2=False,
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(max_connections=max(pool_size, 1) + 1),  # +1: the page reader beside the workers
+                event_hooks={"response": [self._remember_answer]},
+            )
+            self._client = create_client(url, service_key, options=ClientOptions(
+                httpx_client=self._http, postgrest_client_retry=False))
+        except Exception as err:  # a URL, key or proxy from the environment that httpx or supabase-py cannot use
+            raise SupabaseSetupError(f"Supabase: the client cannot be set up ({first_line(err)}); check SUPABASE_URL "
+                                     "and the proxy variables of the environment") from err
 
     def close(self):
-        self.session.close()
+        self._http.close()
+
+    def _remember_answer(self, response):
+        self._last.status = response.status_code
+        self._last.retry_after = response.headers.get("Retry-After")
+
+    def _table(self):
+        return self._client.table(self.table_name)
 
     def fetch_pending_hosting_sites(self, statuses=("pending",), page_size=PAGE_SIZE):
         """Yield the rows ready for hosting, in id order, one page in memory at a time.
@@ -52,13 +72,12 @@ class SupabaseClient:
             last_id = page[-1]["id"]
 
     def _fetch_page(self, statuses, last_id, page_size):
-        query = [("select", SELECTED_COLUMNS), ("status_dns", "eq.active"),
-                 ("status_hosting", f"eq.{statuses[0]}" if len(statuses) == 1 else f"in.({','.join(statuses)})")]
+        query = self._table().select(SELECTED_COLUMNS).eq("status_dns", "active")
+        query = query.eq("status_hosting", statuses[0]) if len(statuses) == 1 else query.in_("status_hosting", statuses)
         if last_id is not None:
-            query.append(("id", f"gt.{last_id}"))
-        query += [("order", "id.asc"), ("limit", str(page_size))]
-        rows = self._execute("GET", query, "read the pending sites")
-        if not isinstance(rows, list) or not all(isinstance(row, dict) and "id" in row for row in rows):
+            query = query.gt("id", last_id)
+        rows = self._execute(query.order("id").limit(page_size), "read the pending sites")
+        if not all(isinstance(row, dict) and "id" in row for row in rows):
             raise SupabaseError(f"read the pending sites: Supabase answered rows without an id: {str(rows)[:120]}")
         return rows
 
@@ -80,8 +99,8 @@ class SupabaseClient:
 
         def attempt():
             attempts.append(1)
-            query = [("id", f"eq.{site_id}"), ("status_hosting", f"eq.{read_status}")]
-            if self._execute("PATCH", query, what, values):
+            query = self._table().update(values).eq("id", site_id).eq("status_hosting", read_status)
+            if self._execute(query, what):
                 return True
             current = self._current_outcome(site_id)
             if current is None:
@@ -98,50 +117,51 @@ class SupabaseClient:
         return self.retry.call(attempt, what)
 
     def _current_outcome(self, site_id):
-        query = [("select", ",".join(OUTCOME_COLUMNS)), ("id", f"eq.{site_id}")]
-        rows = self._execute("GET", query, f"re-read site {site_id}")
+        rows = self._execute(self._table().select(",".join(OUTCOME_COLUMNS)).eq("id", site_id), f"re-read site {site_id}")
         return rows[0] if rows else None
 
     def check_table(self):
         """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
-        self.retry.call(lambda: self._execute("GET", [("select", ",".join(ALL_COLUMNS)), ("limit", "1")],
-                                              "read the table"), "read the table")
+        self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
+                        "read the table")
 
-    def _execute(self, method, query, what, values=None):
-        """One PostgREST request; the rows of its JSON answer. A PATCH asks for the rows it changed back
-        (`Prefer: return=representation`): none means the conditional update matched no row."""
-        headers = self.headers
-        if method == "PATCH":
-            headers = {**headers, "Prefer": "return=representation"}
+    def _execute(self, query, what):
+        """Run one supabase-py query; its rows. An update asks for the rows it changed back: none means the
+        conditional update matched no row."""
+        self._last.status = self._last.retry_after = None
         try:
-            response = self.session.request(method, self.table_url, params=query, json=values, headers=headers)
-        except UnusableSetting as err:
-            raise SupabaseSetupError(f"{what}: {err}") from err
-        except Exception as err:
-            failure = network_failure(err, self.timeout)
-            if failure is None:
-                raise
-            raise SupabaseError(f"{what}: Supabase: {failure}", transient=True) from err
-        if response.status_code >= 300:
-            raise self._translate(response, what)
-        try:
-            return response.json()
-        except ValueError as err:  # a proxy's page with 200: taken as data, a PATCH would count as written
-            excerpt = " ".join(response.text.split())[:80]
-            raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}") from err
+            data = query.execute().data
+        except APIError as err:
+            raise self._translate(err, what) from err
+        except httpx.TimeoutException as err:
+            raise SupabaseError(f"{what}: Supabase: no answer within {self.timeout:g} s (timeout)",
+                                transient=True) from err
+        except httpx.UnsupportedProtocol as err:
+            raise SupabaseSetupError(f"{what}: SUPABASE_URL or its proxy cannot be used ({first_line(err)})") from err
+        except (httpx.ConnectError, httpx.ProxyError) as err:
+            raise SupabaseError(f"{what}: Supabase: cannot connect ({first_line(err)})", transient=True) from err
+        except httpx.TransportError as err:  # closed on us, or what came was not HTTP
+            raise SupabaseError(f"{what}: Supabase: no whole answer came ({first_line(err)})", transient=True) from err
+        except httpx.InvalidURL as err:
+            raise SupabaseSetupError(f"{what}: SUPABASE_URL cannot be used ({first_line(err)})") from err
+        except ValueError as err:  # a 2xx answer that is not JSON, which supabase-py could not decode
+            raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
+        if not isinstance(data, list):
+            # supabase-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data, an
+            # update would count as written
+            excerpt = " ".join(str(data).split())[:80]
+            raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}")
+        return data
 
-    def _translate(self, response, what):
+    def _translate(self, err, what):
         """The error answer as the project's error, naming the fix. PostgREST's error body is {"code", "details",
-        "hint", "message"}; a proxy in front of it may answer anything."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = {"message": " ".join(response.text.split()) or response.reason}
-        status = response.status_code
-        code = str(body.get("code") or "")
-        message = " ".join(str(body.get("message") or "").split())[:200]
+        "hint", "message"}; a proxy in front of it may answer anything, which supabase-py turns into its reason
+        phrase with the body as details."""
+        status = getattr(self._last, "status", None)
+        code = str(err.code or "")
+        if code == str(status):  # supabase-py's stand-in code for an answer that was not PostgREST's
+            code = ""
+        message = " ".join(str(err.message or "").split())[:200]
         shown = f"HTTP {status}" if status else "error"
         if code:
             shown += f" {code}"
@@ -158,8 +178,7 @@ class SupabaseClient:
             return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
         if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
             return SupabaseError(f"{what}: {shown}", transient=True,
-                                 retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+                                 retry_after=retry_after_seconds(getattr(self._last, "retry_after", None)))
         if code == "23514":
             return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
         return SupabaseError(f"{what}: {shown}")
-
