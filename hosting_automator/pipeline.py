@@ -51,7 +51,7 @@ class Pipeline:
         workers = max(1, self.options.workers)
         capacity = workers * 2  # rows are read only a little ahead of the work: memory stays flat
         in_flight = threading.BoundedSemaphore(capacity)
-        outcomes = RunOutcomes()  # futures are dropped as soon as they are done, outcomes go to a file
+        outcomes = RunOutcomes()  # futures are dropped as soon as they are done
 
         def collect(future, position):
             try:

@@ -2,21 +2,15 @@
 same as JSON."""
 
 import json
-import logging
-import os
 import threading
-from array import array
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from hosting_automator.core.logging_setup import secret_values
-
-logger = logging.getLogger(__name__)
 
 ACTIVE, FAILED = "active", "failed"
 POSTPONED, NOT_RECORDED = "postponed", "not recorded"
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
-NOT_STARTED = -1
 
 
 @dataclass(slots=True)
@@ -36,22 +30,13 @@ class SiteOutcome:
         return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
 
 
-FIELDS = tuple(field.name for field in fields(SiteOutcome))
-
-
 class RunOutcomes:
-    """Every site's outcome, kept in an unnamed temporary file instead of memory, and read back in the order the
-    sites were read. Workers finish in any order: each line is appended as its site finishes, and only where it
-    lies is remembered (16 bytes a site, where a SiteOutcome took some 400). What the summary needs is counted as
-    the outcomes come. Should the file become unwritable (a full disk), the rest are kept in memory."""
+    """Every site's outcome, given back in the order the sites were read although workers finish in any order.
+    What the summary needs is counted as the outcomes come."""
 
     def __init__(self):
-        self._file = None  # made by the first outcome: nothing to import or create before the first request
-        self._size = 0
-        self._lock = threading.Lock()
-        self._offsets = array("q")  # by position read: where the site's line starts, or NOT_STARTED
-        self._lengths = array("l")
-        self._in_memory = None  # position -> SiteOutcome, once the file has failed
+        self._lock = threading.Lock()  # workers add from their own threads
+        self._by_position = []  # None where a site has not finished, or was never started
         self.counts = Counter()
         self.active_without_matomo = 0
         self.any_failure = False
@@ -59,55 +44,26 @@ class RunOutcomes:
     def add(self, position, outcome):
         """The outcome of the site read at `position` (0, 1, …); None for a site that was never started."""
         with self._lock:
-            missing = position + 1 - len(self._offsets)
+            missing = position + 1 - len(self._by_position)
             if missing > 0:
-                self._offsets.extend([NOT_STARTED] * missing)
-                self._lengths.extend([0] * missing)
+                self._by_position.extend([None] * missing)
             if outcome is None:
                 return
+            self._by_position[position] = outcome
             self.counts[outcome.outcome] += 1
-            self.active_without_matomo += outcome.outcome == ACTIVE and outcome.matomo_id is None
-            self.any_failure = self.any_failure or outcome.is_failure
-            # masked before encoding (an escaped secret would no longer match); ASCII, so no text can fail to encode
-            line = json.dumps([secret_values.mask(getattr(outcome, name)) for name in FIELDS], default=str) + "\n"
-            if self._in_memory is None and self._append(line.encode("ascii")):
-                self._offsets[position], self._lengths[position] = self._size - len(line), len(line)
-            else:
-                self._in_memory = self._in_memory or {}
-                self._in_memory[position] = outcome
-
-    def _append(self, data):
-        try:
-            if self._file is None:
-                import tempfile
-
-                self._file = tempfile.TemporaryFile(buffering=0)
-            if self._file.write(data) != len(data):
-                raise OSError("short write")
-        except OSError as err:
-            logger.warning("The run's outcomes cannot be kept in a temporary file (%s); keeping the rest in memory",
-                           err)
-            if self._file is not None:
-                os.ftruncate(self._file.fileno(), self._size)
-            return False
-        self._size += len(data)
-        return True
+            if outcome.outcome == ACTIVE and outcome.matomo_id is None:
+                self.active_without_matomo += 1
+            if outcome.is_failure:
+                self.any_failure = True
 
     def __len__(self):
         return sum(self.counts.values())
 
     def __iter__(self):
         """The outcomes in the order the sites were read; each iteration starts again from the first."""
-        for position in range(len(self._offsets)):
-            offset = self._offsets[position]
-            if offset != NOT_STARTED:
-                yield SiteOutcome(*json.loads(os.pread(self._file.fileno(), self._lengths[position], offset)))
-            elif self._in_memory and position in self._in_memory:
-                yield self._in_memory[position]
-
-    def close(self):
-        if self._file is not None:
-            self._file.close()
+        with self._lock:  # a copy, so a worker still adding cannot change the list under the reader
+            kept = [outcome for outcome in self._by_position if outcome is not None]
+        return iter(kept)
 
 
 def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
@@ -133,22 +89,14 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
 
 def table_lines(outcomes, failures_only=False):
     """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning.
-    Two passes, the first for the column widths, so no run's table is ever held whole; nothing without a site."""
-    def rows():
-        for o in outcomes:
-            if o.is_failure or not failures_only:
-                yield o.domain, o.outcome, _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning)
-
-    widths = [len(name) for name in COLUMNS[:-1]]
-    shown = 0
-    for row in rows():
-        shown += 1
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
-    if not shown:
-        return
-    yield _table_line(COLUMNS, widths)
-    for cells in rows():
-        yield _table_line(cells, widths)
+    No lines at all when no site is shown."""
+    rows = [(_cell(o.domain), _cell(o.outcome), _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning))
+            for o in outcomes if o.is_failure or not failures_only]
+    if not rows:
+        return []
+    rows.insert(0, COLUMNS)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS) - 1)]
+    return [_table_line(row, widths) for row in rows]
 
 
 def _table_line(cells, widths):
@@ -156,21 +104,28 @@ def _table_line(cells, widths):
 
 
 def json_chunks(outcomes, summary, exit_code, dry_run=False):
-    """The run as one JSON document, yielded a site at a time: ten thousand sites never sit in memory as text."""
-    head = json.dumps({"summary": summary, "exit_code": exit_code, "dry_run": dry_run})
+    """The run as one JSON document, yielded a site at a time, one site a line.
+
+    Secrets are masked in each value before it is encoded: JSON escapes quotes and backslashes, and an escaped
+    secret would no longer be recognised in the finished text."""
+    head = json.dumps({"summary": secret_values.mask(summary), "exit_code": exit_code, "dry_run": dry_run})
     yield head[:-1] + ', "sites": ['
     for index, o in enumerate(outcomes):
         site = {"id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root,
                 "matomo_id": o.matomo_id, "error": o.error, "warning": o.warning}
+        site = {key: secret_values.mask(value) for key, value in site.items()}
         yield ("," if index else "") + "\n  " + json.dumps(site, default=str)
     yield "\n]}\n"
 
 
 def _cell(value):
-    return "-" if value is None else str(value)
+    """Masked before any width is measured, so the columns stay aligned."""
+    return "-" if value is None else secret_values.mask(str(value))
 
 
 def _note(text):
+    """Masked before a long note is cut: half a secret would no longer be recognised."""
     if not text:
         return "-"
+    text = secret_values.mask(text)
     return text if len(text) <= 160 else text[:157] + "…"
