@@ -1,8 +1,9 @@
 """Logging through the real handlers: the line format, the site prefix, and secrets masked everywhere."""
 
 import io
-import logging.handlers
 import logging
+import logging.handlers
+import os
 import threading
 
 from hosting_automator.core.logging_setup import (
@@ -106,17 +107,26 @@ def test_log_file_is_bounded(tmp_path):
     assert all(p.stat().st_size > 2000 - 100 for p in tmp_path.iterdir() if p.name != "run.log")  # and not sooner
 
 
-def test_log_file_size_counts_what_it_held_already_and_multibyte_text(tmp_path):
+def test_log_file_size_counts_what_it_held_already(tmp_path):
     (tmp_path / "run.log").write_text("x" * 1989 + "\n")
     configured(tmp_path)
     handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
     handler.maxBytes = 2000
-    logger = logging.getLogger("hosting_automator.test")
 
-    logger.info("é")  # the file already holds 1990 bytes: this line would pass 2000
-    assert (tmp_path / "run.log.1").stat().st_size == 1990
-    for index in range(60):
-        logger.info("%02d %s", index, "é" * 20)  # 40 bytes of UTF-8 in 20 characters: a line of 69 bytes
-    rotated = sorted(p for p in tmp_path.iterdir() if p.name != "run.log")
-    assert len(rotated) == 3 and rotated[-1].stat().st_size == 1990  # the oldest: the file as it was found
-    assert all(2000 - 69 <= p.stat().st_size < 2000 for p in rotated[:-1])  # counted in bytes, not characters
+    logging.getLogger("hosting_automator.test").info("one more line")  # 1990 bytes already: this would pass 2000
+    assert (tmp_path / "run.log.1").read_text() == "x" * 1989 + "\n"
+    assert (tmp_path / "run.log").read_text().endswith(" INFO one more line\n")
+
+
+def test_a_log_file_that_is_not_a_regular_file_is_written_and_never_rotated(capsys):
+    recent = configure_logging("/dev/null", console_stream=io.StringIO())
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+    handler.maxBytes = 100
+    assert not handler.shouldRollover(logging.makeLogRecord({"msg": "x" * 200}))  # asked before any line is written
+    logger = logging.getLogger("hosting_automator.test")
+    for index in range(20):
+        logger.info("line %02d %s", index, "x" * 40)
+    assert len(recent.lines) == 20
+    assert "Logging error" not in capsys.readouterr().err  # what a failed rollover would print
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")  # still the device, never renamed
+    assert not os.path.exists("/dev/null.1")

@@ -5,7 +5,7 @@ import contextlib
 import contextvars
 import logging
 import logging.handlers
-import os
+import sys
 import threading
 from urllib.parse import quote, quote_plus
 
@@ -95,49 +95,6 @@ def site_context(domain):
         _current_site.reset(token)
 
 
-class _LineFormatter(logging.Formatter):
-    """Every handler writes the same line, so a record is formatted once, not once per handler (and once more for
-    the log file's size check): formatting was most of what a log line cost."""
-
-    def format(self, record):
-        line = record.__dict__.get("formatted_line")
-        if line is None:
-            line = record.formatted_line = super().format(record)
-        return line
-
-
-class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler without its two stat() calls and its seek on every line: the file is opened in append
-    mode and only this job writes it (the run lock), so its size is what it had when opened plus what was written
-    since, counted here."""
-
-    def __init__(self, *args, **kwargs):
-        self._size = None
-        super().__init__(*args, **kwargs)
-        self._regular_file = os.path.isfile(self.baseFilename)  # /dev/null or a pipe: never rotated, as the base
-
-    def _open(self):
-        stream = super()._open()
-        self._size = stream.tell()
-        return stream
-
-    def shouldRollover(self, record):
-        if self.stream is None:
-            self.stream = self._open()
-        if self.maxBytes <= 0 or not self._regular_file:
-            return False
-        return self._size + self._bytes_of(record) >= self.maxBytes
-
-    def emit(self, record):
-        super().emit(record)  # rolls over when due (a new file: _open sets the size again), then writes the line
-        if self._size is not None:
-            self._size += self._bytes_of(record)
-
-    def _bytes_of(self, record):
-        line = self.format(record)  # formatted once per record (_LineFormatter)
-        return (len(line) if line.isascii() else len(line.encode("utf-8"))) + len(self.terminator)
-
-
 class RecentLines(logging.Handler):
     """Keeps the last formatted lines of the run, for the monitoring ping."""
 
@@ -154,14 +111,8 @@ def configure_logging(log_file, console_level=logging.INFO, file_level=logging.I
 
     Raises OSError when the log file cannot be opened.
     """
-    import sys
-
-    # The format has no caller, thread or process fields, so they are not looked up for every line (the
-    # "Optimization" table of the Logging HOWTO).
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    formatter = _LineFormatter(LOG_FORMAT, DATE_FORMAT)
-    file_handler = _RotatingFileHandler(
+    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
     )
     file_handler.setLevel(file_level)
@@ -178,5 +129,7 @@ def configure_logging(log_file, console_level=logging.INFO, file_level=logging.I
         handler.addFilter(MaskSecretsFilter())
         root.addHandler(handler)
     root.setLevel(min(console_level, file_level, logging.INFO))
+    for library in ("httpx", "httpcore", "urllib3", "hpack"):  # their request lines would repeat the clients' own
+        logging.getLogger(library).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return recent

@@ -51,6 +51,7 @@ class SupabaseClient:
         self._http.close()
 
     def _remember_answer(self, response):
+        logger.debug("%s %s: HTTP %d", response.request.method, response.request.url, response.status_code)
         self._last.status = response.status_code
         self._last.retry_after = response.headers.get("Retry-After")
 
