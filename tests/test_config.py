@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hosting_automator.core import config
 from hosting_automator.core.config import env_file_readable_by_others, load_settings, matomo_api_endpoint
 from hosting_automator.errors import ConfigurationError
 
@@ -135,8 +136,64 @@ def test_load_settings_unreadable_env_file_line_is_a_problem_that_never_shows_th
         "SUPABASE_SERVICE_KEY='sb_secret_unterminated\n"
         "MATOMO_API_URL=https://stats.example.org\nMATOMO_API_TOKEN=t\n")
     problems = problems_of({})
-    assert ".env line 2 cannot be read (starts with 'SUPABASE_SERVICE_KEY')" in problems
+    assert ".env line 2 cannot be read (variable SUPABASE_SERVICE_KEY)" in problems
     assert not any("sb_secret_unterminated" in problem for problem in problems)
+
+
+def test_a_bad_line_without_a_name_is_named_by_its_number_only(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "\n".join(f"{key}={value}" for key, value in REQUIRED.items())
+        + "\nsb_secret_Zq81vTtoken9 pasted without a name\n")
+    problems = problems_of({})
+    assert problems == [".env line 5 cannot be read"]
+    assert caplog.records == []  # python-dotenv's own warning went into the message, not to the log
+
+
+def test_env_file_bad_lines_are_all_reported_and_the_good_lines_still_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = tmp_path / "prod.env"
+    env.write_text("export SUPABASE_URL=https://project.supabase.co\nY= 'a' b\n%% tok-secret-1\nWORKERS=4\n")
+    environ = {key: value for key, value in REQUIRED.items() if key != "SUPABASE_URL"}
+    assert problems_of(environ, env_file=str(env)) == [f"{env} line 2 cannot be read (variable Y)",
+                                                       f"{env} line 3 cannot be read"]
+    env.write_text("export SUPABASE_URL=https://project.supabase.co\nWORKERS=4\n")
+    settings = load_settings(env_file=str(env), environ=environ)
+    assert (settings.supabase_url, settings.workers) == ("https://project.supabase.co", 4)
+
+
+@pytest.mark.parametrize("kind", ["not UTF-8", "a directory", "no permission"])
+def test_an_env_file_that_cannot_be_read_is_a_problem_not_a_traceback(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = tmp_path / ".env"
+    if kind == "not UTF-8":
+        env.write_bytes(b"SUPABASE_URL=https://project.supabase.co\nMATOMO_API_TOKEN=tok\xff\xfesecret\n")
+    elif kind == "a directory":
+        env.mkdir()
+    else:
+        env.write_text("SUPABASE_URL=https://project.supabase.co\n")
+        env.chmod(0)
+        # root reads it anyway, and the tests may run as root
+        monkeypatch.setattr(config, "open", _permission_denied, raising=False)
+    problems = problems_of(REQUIRED)
+    expected = {"not UTF-8": ".env cannot be read: it is not UTF-8 text",
+                "a directory": ".env cannot be read: Is a directory",
+                "no permission": ".env cannot be read: Permission denied"}[kind]
+    assert problems == [expected]
+
+
+def _permission_denied(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_command_with_an_unreadable_env_file_prints_the_problem_and_exits_2(tmp_path):
+    (tmp_path / ".env").write_bytes(b"SUPABASE_SERVICE_KEY=\xff\xfe\n")
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main"], cwd=tmp_path, env=dict(
+        environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert ".env cannot be read: it is not UTF-8 text" in result.stderr
 
 
 def test_load_settings_non_ascii_digits_are_refused_not_a_traceback(tmp_path, monkeypatch):

@@ -1,11 +1,16 @@
 """Settings from the environment and a .env file, checked all at once so one message names every problem."""
 
+import io
+import logging
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
 
 from hosting_automator.errors import ConfigurationError
 
@@ -18,6 +23,9 @@ DEFAULT_MAX_SITES_PER_RUN = 20
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# The name of a .env line's variable, shown only when the line plainly starts with one; never anything after "=".
+_ENV_LINE_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_LINE_NUMBER = re.compile(r"\bline (\d+)")
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,6 @@ class Settings:
 
 def default_lock_file():
     """/run/lock when we may write there (root on a server), else the temporary directory."""
-    import tempfile
-
     run_lock = Path("/run/lock")
     if run_lock.is_dir() and os.access(run_lock, os.W_OK):
         return str(run_lock / "hosting-automator.lock")
@@ -71,11 +77,11 @@ def load_settings(env_file=None, environ=None):
     values = {}
     used_env_file = None
     if env_file is not None:
-        if Path(env_file).is_file():
+        if os.path.exists(env_file):
             used_env_file = str(env_file)
         else:
             problems.append(f"--env-file {env_file}: no such file")
-    elif Path(".env").is_file():
+    elif os.path.exists(".env"):
         used_env_file = ".env"
     if used_env_file:
         values.update(_read_env_file(used_env_file, problems))
@@ -130,19 +136,51 @@ def load_settings(env_file=None, environ=None):
 
 
 def _read_env_file(path, problems):
-    """The file's settings; a line python-dotenv cannot parse is a problem, not a setting silently dropped."""
-    import logging
+    """The file's settings. A file that cannot be read, or a line python-dotenv cannot parse, is a problem in the
+    one configuration message rather than a traceback or a setting silently dropped; no problem ever quotes a
+    value, since a value may be a key."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except UnicodeDecodeError:
+        problems.append(f"{path} cannot be read: it is not UTF-8 text")
+        return {}
+    except OSError as err:
+        problems.append(f"{path} cannot be read: {err.strerror or err}")
+        return {}
+    dotenv_logger = logging.getLogger("dotenv.main")
+    unparsed = _Collect()
+    saved_level, saved_propagate = dotenv_logger.level, dotenv_logger.propagate
+    dotenv_logger.addHandler(unparsed)
+    dotenv_logger.setLevel(logging.WARNING)
+    dotenv_logger.propagate = False  # its warnings become problems below, not console lines
+    try:
+        values = dotenv_values(stream=io.StringIO(text))
+    finally:
+        dotenv_logger.removeHandler(unparsed)
+        dotenv_logger.setLevel(saved_level)
+        dotenv_logger.propagate = saved_propagate
+    lines = text.split("\n")
+    for message in unparsed.messages:
+        found = _LINE_NUMBER.search(message)
+        if not found:
+            problems.append(f"{path}: {message}")
+            continue
+        number = int(found[1])
+        name = _ENV_LINE_NAME.match(lines[number - 1]) if number <= len(lines) else None
+        problems.append(f"{path} line {number} cannot be read" + (f" (variable {name[1]})" if name else ""))
+    return {key: value for key, value in values.items() if value is not None}
 
-    from dotenv import dotenv_values  # only paid for when there is a file to read
-    from dotenv.parser import parse_stream
 
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        for binding in parse_stream(stream):
-            if binding.error:
-                name = binding.original.string.split("=", 1)[0].strip()[:40]  # never the value: it may be a key
-                problems.append(f"{path} line {binding.original.line} cannot be read (starts with {name!r})")
-    logging.getLogger("dotenv.main").setLevel(logging.ERROR)  # reported above, in the one message
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+class _Collect(logging.Handler):
+    """Holds python-dotenv's warnings, which are the only word it gives of a line it skipped."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
 
 def matomo_api_endpoint(url):
