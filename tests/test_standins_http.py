@@ -1,41 +1,83 @@
-"""The stand-ins' own HTTP parsing reads requests as the standard library does: every end-to-end test relies on
-it, and it takes shortcuts for speed."""
+"""What every HTTP stand-in promises the tests (tests/standins/README.md): the request log, keep-alive, faults,
+and stop() / start() again on the same port."""
 
 import http.client
-import io
-from urllib.parse import parse_qs
+import json
 
 import pytest
 
-from tests.standins._http import _parse_headers, parse_query
-
-QUERIES = ["", "a=1", "a=1&a=2&b=", "a", "a=&b", "&&a=1&", "x=%C3%A9", "x=%zz%2", "a+b=c+d", "k=v=w", "%ff=1",
-           "urls%5B0%5D=https%3A%2F%2Fsite1.example.test&token_auth=abc", "a=1;b=2"]
+from tests.standins._http import HTTPStandin, json_response
+from tests.standins.faults import Fault, once
 
 
-@pytest.mark.parametrize("text", QUERIES)
-def test_parse_query_reads_a_query_as_parse_qs_keeping_blank_values(text):
-    assert parse_query(text) == parse_qs(text, keep_blank_values=True)
+class Echo(HTTPStandin):
+    name = "echo"
+
+    def handle(self, request):
+        return json_response(200, {"path": request["path"]})
 
 
-HEADER_BLOCKS = [
-    b"Host: 127.0.0.1\r\nContent-Length: 12\r\nX-API-Key:  k e y \r\n\r\n",
-    b"Accept:\r\nPrefer:\treturn=representation\n\n",
-    b"Folded: one\r\n  two\r\n\r\n",  # a continuation line
-    b"Bad Name: x\r\n\r\n",  # a space in the name
-    b"Bare: a\rb\r\n\r\n",  # a bare CR inside the value
-    b"Latin: caf\xe9\r\n\r\n",
-    b"\r\n",
-]
+@pytest.fixture
+def echo():
+    with Echo() as started:
+        yield started
 
 
-@pytest.mark.parametrize("block", HEADER_BLOCKS)
-def test_headers_are_read_as_the_standard_library_reads_them(block):
-    lines = [line for line in io.BytesIO(block)]
-    expected = http.client.parse_headers(io.BytesIO(block))
+def connect(standin):
+    return http.client.HTTPConnection("127.0.0.1", standin.port, timeout=5)
 
-    parsed = _parse_headers(lines)
 
-    assert list(parsed.items()) == list(expected.items())
-    for name in ("host", "X-API-KEY", "prefer", "folded", "absent"):
-        assert parsed.get(name) == expected.get(name)
+def test_requests_are_logged_with_query_lists_lower_cased_headers_and_the_body(echo):
+    client = connect(echo)
+    client.request("POST", "/api/x?a=1&a=2&b=&x=%C3%A9", body="é=1".encode(), headers={"X-API-Key": "k", "Prefer": "p"})
+    answer = client.getresponse()
+
+    assert (answer.status, json.loads(answer.read())) == (200, {"path": "/api/x"})
+    entry = echo.requests_log[-1]
+    assert (entry["method"], entry["path"], entry["body"]) == ("POST", "/api/x", "é=1")
+    assert entry["query"] == {"a": ["1", "2"], "b": [""], "x": ["é"]}
+    assert entry["headers"]["x-api-key"] == "k" and entry["headers"]["prefer"] == "p"
+    assert echo.request_count == 1
+
+
+def test_one_connection_serves_request_after_request(echo):
+    client = connect(echo)
+    for path in ("/one", "/two", "/three"):
+        client.request("GET", path)
+        answer = client.getresponse()
+        assert json.loads(answer.read()) == {"path": path}
+        assert answer.getheader("Connection") is None  # kept alive
+    assert echo.request_count == 3
+
+
+def test_stop_cuts_kept_alive_connections_and_start_again_listens_on_the_same_port(echo):
+    client = connect(echo)
+    client.request("GET", "/before")
+    client.getresponse().read()
+    port = echo.port
+
+    echo.stop()
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        client.request("GET", "/while-stopped")
+        client.getresponse()
+    echo.start()
+
+    assert echo.port == port
+    again = connect(echo)
+    again.request("GET", "/after")
+    assert json.loads(again.getresponse().read()) == {"path": "/after"}
+
+
+def test_faults_answer_instead_of_the_work_or_close_without_answering(echo):
+    echo.fault = once(Fault.status(429, {"error": "slow down"}, {"Retry-After": "1"}))
+    client = connect(echo)
+    client.request("GET", "/limited")
+    answer = client.getresponse()
+    assert (answer.status, answer.getheader("Retry-After"), json.loads(answer.read())) == (
+        429, "1", {"error": "slow down"})
+
+    echo.fault = once(Fault.drop())
+    client.request("GET", "/dropped")
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        client.getresponse()
+    assert [entry["path"] for entry in echo.requests_log] == ["/limited", "/dropped"]

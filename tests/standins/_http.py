@@ -3,18 +3,14 @@ fault injection, configurable latency, start/stop/context manager."""
 
 from __future__ import annotations
 
-import email.parser
-import http.client
 import json
-import re
 import socket
 import sys
 import threading
 import time
 import traceback
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .faults import Fault
 
@@ -29,88 +25,11 @@ class Response:
         self.after_drop = after_drop  # a stand-in may ask to close the socket instead of answering
 
 
-def parse_query(text):
-    """urllib.parse.parse_qs(text, keep_blank_values=True), at a fraction of its cost: most pairs need no decoding."""
-    result = {}
-    for pair in text.split("&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition("=")
-        if "%" in pair or "+" in pair:
-            name, value = unquote_plus(name, errors="replace"), unquote_plus(value, errors="replace")
-        result.setdefault(name, []).append(value)
-    return result
-
-
 def json_response(status, obj, headers=None):
     h = {"Content-Type": "application/json; charset=utf-8"}
     if headers:
         h.update(headers)
     return Response(status, json.dumps(obj).encode("utf-8"), h)
-
-
-# Header lines the email parser would read as plainly `name: value`: a name of the characters its headerRE accepts
-# (printable ASCII but ":", no space), a colon, blanks it strips, the value, the line end; then the blank line.
-_PLAIN_HEADER_LINE = r"([!-9;-~]+):[ \t]*([^\r\n]*)\r?\n"
-_PLAIN_HEADER_BLOCK = re.compile(f"(?:{_PLAIN_HEADER_LINE})*(?:\r?\n)?")
-_PLAIN_HEADER_LINES = re.compile(_PLAIN_HEADER_LINE)
-
-
-class _Headers:
-    """Request headers parsed without the email package (it costs ~80 us a request), with the part of
-    email.message.Message's interface that is used here; same values as Message: get() = first value of a name
-    (case-insensitive), items() = every (name, value) as sent. `by_lower_name`: lower-cased name -> last value."""
-
-    __slots__ = ("_items", "_first", "by_lower_name")
-
-    def __init__(self, items):
-        self._items = items
-        first, last = {}, {}
-        for name, value in items:
-            key = name.lower()
-            if key not in first:
-                first[key] = value
-            last[key] = value
-        self._first = first
-        self.by_lower_name = last
-
-    def get(self, name, failobj=None):
-        return self._first.get(name.lower(), failobj)
-
-    def get_all(self, name, failobj=None):
-        key = name.lower()
-        values = [v for k, v in self._items if k.lower() == key]
-        return values or failobj
-
-    def __getitem__(self, name):
-        return self.get(name)
-
-    def __contains__(self, name):
-        return name.lower() in self._first
-
-    def __len__(self):
-        return len(self._items)
-
-    def __iter__(self):
-        return iter([k for k, _ in self._items])
-
-    def keys(self):
-        return [k for k, _ in self._items]
-
-    def values(self):
-        return [v for _, v in self._items]
-
-    def items(self):
-        return list(self._items)
-
-
-def _parse_headers(lines):
-    """Header lines (bytes, as http.client._read_headers returns them) -> _Headers, or the email parser's Message
-    (what http.client.parse_headers gives) when a line is anything but a plain `name: value`."""
-    text = b"".join(lines).decode("iso-8859-1")
-    if _PLAIN_HEADER_BLOCK.fullmatch(text) is None:  # folded, malformed, bare CR...: the email parser decides
-        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
-    return _Headers(_PLAIN_HEADER_LINES.findall(text))  # one pass over the block, not a match per line
 
 
 class _Server(ThreadingHTTPServer):
@@ -150,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # The head and the body go out in two writes: with Nagle's algorithm the body would wait for the client
+        # to acknowledge the head, which a client delays.
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -157,77 +78,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - signature of the base class
         pass
-
-    def parse_request(self):
-        """BaseHTTPRequestHandler.parse_request of Python 3.11, with a cheaper header parser (_parse_headers)."""
-        self.command = None  # set in case of error on the first line
-        self.request_version = version = self.default_request_version
-        self.close_connection = True
-        requestline = str(self.raw_requestline, "iso-8859-1")
-        requestline = requestline.rstrip("\r\n")
-        self.requestline = requestline
-        words = requestline.split()
-        if len(words) == 0:
-            return False
-
-        if len(words) >= 3:  # Enough to determine protocol version
-            version = words[-1]
-            try:
-                if not version.startswith("HTTP/"):
-                    raise ValueError
-                base_version_number = version.split("/", 1)[1]
-                version_number = base_version_number.split(".")
-                if len(version_number) != 2:
-                    raise ValueError
-                if any(not component.isdigit() for component in version_number):
-                    raise ValueError("non digit in http version")
-                if any(len(component) > 10 for component in version_number):
-                    raise ValueError("unreasonable length http version")
-                version_number = int(version_number[0]), int(version_number[1])
-            except (ValueError, IndexError):
-                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request version (%r)" % version)
-                return False
-            if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
-                self.close_connection = False
-            if version_number >= (2, 0):
-                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
-                                "Invalid HTTP version (%s)" % base_version_number)
-                return False
-            self.request_version = version
-
-        if not 2 <= len(words) <= 3:
-            self.send_error(HTTPStatus.BAD_REQUEST, "Bad request syntax (%r)" % requestline)
-            return False
-        command, path = words[:2]
-        if len(words) == 2:
-            self.close_connection = True
-            if command != "GET":
-                self.send_error(HTTPStatus.BAD_REQUEST, "Bad HTTP/0.9 request type (%r)" % command)
-                return False
-        self.command, self.path = command, path
-        if self.path.startswith("//"):
-            self.path = "/" + self.path.lstrip("/")  # Reduce to a single /
-
-        try:
-            self.headers = _parse_headers(http.client._read_headers(self.rfile))
-        except http.client.LineTooLong as err:
-            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
-            return False
-        except http.client.HTTPException as err:
-            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err))
-            return False
-
-        conntype = self.headers.get("Connection", "")
-        if conntype.lower() == "close":
-            self.close_connection = True
-        elif conntype.lower() == "keep-alive" and self.protocol_version >= "HTTP/1.1":
-            self.close_connection = False
-        expect = self.headers.get("Expect", "")
-        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
-                and self.request_version >= "HTTP/1.1"):
-            if not self.handle_expect_100():
-                return False
-        return True
 
     def _read_body(self):
         te = (self.headers.get("Transfer-Encoding") or "").lower()
@@ -248,14 +98,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self):
         raw = self._read_body()
-        headers = self.headers
         parts = urlsplit(self.path)
         request = {
             "method": self.command,
             "path": parts.path,
-            "query": parse_query(parts.query),
-            "headers": (headers.by_lower_name if isinstance(headers, _Headers)
-                        else {k.lower(): v for k, v in headers.items()}),
+            "query": parse_qs(parts.query, keep_blank_values=True),
+            "headers": {name.lower(): value for name, value in self.headers.items()},
             "body": raw.decode("utf-8", "replace"),
         }
         self.server.owner._serve(self, request)
@@ -263,17 +111,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
     def write_response(self, response):
-        reason = self.responses.get(response.status, ("",))[0]
-        lines = [f"HTTP/1.1 {response.status} {reason}"]
-        headers = dict(response.headers)
-        headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        self.send_response(response.status)
+        headers = {"Content-Type": "text/plain; charset=utf-8", **response.headers}
         headers["Content-Length"] = str(len(response.body))
         if self.close_connection:
             headers["Connection"] = "close"
-        for k, v in headers.items():
-            lines.append(f"{k}: {v}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self.command == "HEAD" else head + response.body)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
     def drop(self):
         self.close_connection = True

@@ -5,8 +5,9 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from urllib.parse import parse_qs
 
-from ._http import HTTPStandin, Response, parse_query
+from ._http import HTTPStandin, Response
 
 TOKEN_MESSAGE = ("Unable to authenticate with the provided token. It is either invalid, expired or is required "
                  "to be sent as a POST parameter.")
@@ -181,7 +182,7 @@ class FakeMatomo(HTTPStandin):
         query = request["query"]
         form = {}
         if request["method"] == "POST" and request["body"]:
-            form = parse_query(request["body"])
+            form = parse_qs(request["body"], keep_blank_values=True)
         params = {k: v[-1] for k, v in form.items()}
         params.update({k: v[-1] for k, v in query.items()})  # PHP: $_GET + $_POST, $_GET wins
         if params.get("module") != "API":

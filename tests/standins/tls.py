@@ -8,6 +8,7 @@ import sqlite3
 import ssl
 import threading
 import time
+import traceback
 from datetime import datetime, timedelta, timezone
 
 from .faults import Fault
@@ -189,7 +190,6 @@ class FakeHttpsServer:
             not_after = self.not_after_for(name) if name else None
             sslobj.context = self._leaf_context(name, not_after) if not_after else self._leaf_context(DEFAULT_NAME, None)
         except Exception:  # never let a stand-in bug look like a TLS alert silently
-            import traceback
             traceback.print_exc()
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         return None
