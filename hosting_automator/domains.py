@@ -2,6 +2,8 @@
 
 import re
 
+import idna
+
 from hosting_automator.errors import InvalidDomainError
 
 MAX_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, less the length byte and the root label
@@ -45,8 +47,6 @@ def normalise_domain(raw):
 
 
 def _to_ascii(name, raw):
-    import idna  # only rows with non-ASCII names pay for importing it
-
     try:
         return idna.encode(name, uts46=True).decode("ascii")
     except idna.IDNAError as err:
@@ -81,8 +81,6 @@ def _check_ascii_name(name, raw):
 
 
 def _check_punycode(label):
-    import idna
-
     try:
         idna.decode(label)
     except (idna.IDNAError, UnicodeError) as err:
