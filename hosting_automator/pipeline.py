@@ -1,5 +1,5 @@
-"""The run itself: each pending site through CloudPanel → certificate → Matomo → its row (DESIGN.md section 3),
-one failure never touching another site's work."""
+"""The run itself: each pending site through CloudPanel → certificate → Matomo → its row, one failure never
+touching another site's work."""
 
 import concurrent.futures
 import logging
@@ -121,7 +121,7 @@ class Pipeline:
             return SiteOutcome(row.get("id"), _shown_domain(row), NOT_RECORDED,
                                error=f"internal error: {err.__class__.__name__}: {err}")
 
-    # -- one site, step by step (DESIGN.md section 3) ----------------------------------------------------------
+    # -- one site, step by step ----------------------------------------------------------------------------
 
     def process_site(self, row):
         try:

@@ -28,7 +28,7 @@ create table public.sites (
 );
 """
 
-# column -> (data_type, is_nullable, column_default) in information_schema.columns, as DESIGN.md section 2 wants.
+# column -> (data_type, is_nullable, column_default) in information_schema.columns, as the table's contract wants.
 DESIGN_COLUMNS = {
     "id": ("bigint", "NO", None),
     "domain": ("text", "NO", None),

@@ -1,4 +1,4 @@
-"""DESIGN.md section 3, row by row, with in-memory services: what each step's outcome does to the row."""
+"""The outcome of each step, row by row, with in-memory services: what each step's outcome does to the row."""
 
 import logging
 import threading

@@ -1,5 +1,5 @@
 """SupabaseClient against a local HTTP server, so its real HTTP code builds and sends every request: the exact
-query strings, headers and bodies supabase-py sends (DESIGN section 5), and every error turned into the project's
+query strings, headers and bodies supabase-py sends, and every error turned into the project's
 own SupabaseError (or SupabaseSetupError) with a reason an operator can act on."""
 
 import json
