@@ -99,11 +99,11 @@ def run(settings, arguments, recent_lines):
     with lock:
         try:
             services = Services(settings, retry, options.workers, lock.fileno())
-        except HostingAutomatorError as err:  # a client refused its settings or the environment's proxy
+        except HostingAutomatorError as err:  # a client refused its settings, a CA bundle or a proxy variable
             summary = f"Run aborted: {err}"
             logger.error("%s", summary)
-            _report(arguments, [], summary, EXIT_FAILED)
-            return EXIT_FAILED
+            _report(arguments, [], summary, EXIT_USAGE)
+            return EXIT_USAGE
         try:
             with Monitoring(services.http, settings.healthcheck_url, recent_lines, dry_run) as monitoring:
                 logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")

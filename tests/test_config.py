@@ -200,3 +200,19 @@ def test_load_settings_non_ascii_digits_are_refused_not_a_traceback(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert problems_of(dict(REQUIRED, MAX_SITES_PER_RUN="²")) == [
         "MAX_SITES_PER_RUN must be a whole number of at least 0, got '²'"]
+
+
+def test_settings_secrets_include_a_password_written_into_a_service_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=dict(REQUIRED, MATOMO_API_URL="https://ops:m4tomo-basic-pw@stats.example.org",
+                                          HEALTHCHECK_URL="https://hc:ping-pw-77@hc.example/ping/abc"))
+    assert settings.secrets == ["service-key-value", "matomo-token-value", "m4tomo-basic-pw", "ping-pw-77"]
+
+
+@pytest.mark.parametrize("url", ["https://abcd.supabase.co/rest/v1", "https://abcd.supabase.co/rest/v1/",
+                                 "https://abcd.supabase.co/rest/v1/sites"])
+def test_load_settings_supabase_url_with_its_rest_path_is_refused_naming_the_project_url(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    assert problems_of(dict(REQUIRED, SUPABASE_URL=url)) == [
+        f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the /rest/v1 of its API, "
+        f"got {url!r}"]

@@ -123,3 +123,14 @@ def test_healthcheck_fail_ping_when_the_run_stops_on_a_bug(standins, httpserver,
     assert httpserver.log[1][0].get_data(as_text=True).startswith(
         "Run stopped on an unexpected error: ZeroDivisionError: a bug in the run\n\n")
     assert "ERROR The run stopped on an unexpected error" in capsys.readouterr().err
+
+
+def test_ca_bundle_that_cannot_be_loaded_stops_the_run_with_exit_2_naming_the_variable(standins):
+    before = standins.postgrest.request_count
+    result = run_job(standins, "--json", overrides={"SSL_CERT_FILE": "/nonexistent/ca.pem"})
+    assert result.returncode == 2
+    assert "Run aborted: Supabase: the client cannot be set up ([Errno 2] No such file or directory); check " \
+           "SUPABASE_URL, SSL_CERT_FILE or SSL_CERT_DIR" in result.log
+    assert '"exit_code": 2' in result.stdout
+    assert standins.postgrest.request_count == before
+    assert "Traceback" not in result.stderr

@@ -116,11 +116,50 @@ def test_fetch_pending_hosting_sites_retry_failed_asks_for_pending_and_failed(ht
     assert request.args["status_hosting"] == "in.(pending,failed)"
 
 
-def test_fetch_pending_hosting_sites_rows_without_id_raise_supabase_error(httpserver, make_client):
-    httpserver.expect_request(TABLE_PATH).respond_with_json([{"domain": "a.example.com"}])
+@pytest.mark.parametrize("row", [{"domain": "a.example.com"}, {"id": None, "domain": "a.example.com"},
+                                 {"id": True, "domain": "a.example.com"}, {"id": [1], "domain": "a.example.com"},
+                                 "a.example.com"])
+def test_fetch_pending_hosting_sites_row_without_usable_id_raises_before_any_site_is_worked_on(httpserver,
+                                                                                              make_client, row):
+    httpserver.expect_request(TABLE_PATH).respond_with_json([{"id": 1, "domain": "ok.example.com"}, row])
 
-    with pytest.raises(SupabaseError, match="rows without an id"):
+    with pytest.raises(SupabaseError, match="a row without a usable id"):
+        list(make_client().fetch_pending_hosting_sites())  # the whole page is refused, its good rows too
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+def test_supabase_client_empty_200_body_is_an_error_not_zero_rows(httpserver, make_client, method):
+    httpserver.expect_request(TABLE_PATH, method=method).respond_with_data("", content_type="application/json")
+    client = make_client(retry_policy=RetryPolicy(attempts=1))
+
+    with pytest.raises(SupabaseError) as caught:
+        if method == "GET":
+            list(client.fetch_pending_hosting_sites())
+        else:
+            client.update_site_hosting_status(3, "active", doc_root="/d", matomo_id=1)
+
+    assert "Supabase answered HTTP 200 with an empty body, where PostgREST always sends JSON" in str(caught.value)
+    assert not isinstance(caught.value, SupabaseSetupError)  # not taken for a key that cannot write
+
+
+def test_fetch_pending_hosting_sites_json_object_instead_of_rows_says_so(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_json({"id": 1, "domain": "a.example.com"})
+
+    with pytest.raises(SupabaseError) as caught:
         list(make_client().fetch_pending_hosting_sites())
+
+    assert str(caught.value) == ("read the pending sites: Supabase answered JSON that is not a list of rows (dict "
+                                 "where a list was expected)")
+
+
+def test_fetch_pending_hosting_sites_json_nested_too_deep_is_a_supabase_error_not_a_crash(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_data("[" * 100_000 + "]" * 100_000,
+                                                            content_type="application/json")
+
+    with pytest.raises(SupabaseError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    assert str(caught.value) == "read the pending sites: Supabase answered JSON that cannot be read (RecursionError)"
 
 
 def test_fetch_pending_hosting_sites_html_200_raises_not_json_supabase_error(httpserver, make_client):

@@ -54,8 +54,11 @@ class Settings:
 
     @property
     def secrets(self):
-        """Every configured value that must never be shown."""
-        return [value for value in (self.supabase_service_key, self.matomo_api_token, self.cloudpanel_api_token) if value]
+        """Every configured value that must never be shown: the keys and tokens, and a password written into a URL."""
+        urls = (self.supabase_url, self.matomo_api_url, self.cloudpanel_api_url, self.healthcheck_url)
+        passwords = [urlsplit(url).password for url in urls if url]
+        return [value for value in (self.supabase_service_key, self.matomo_api_token, self.cloudpanel_api_token,
+                                    *passwords) if value]
 
     @property
     def uses_gateway(self):
@@ -89,6 +92,9 @@ def load_settings(env_file=None, environ=None):
     reader = _Reader(values, problems)
 
     supabase_url = reader.url("SUPABASE_URL", required=True)
+    if supabase_url and "/rest/v1" in urlsplit(supabase_url).path:
+        problems.append(f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the "
+                        f"/rest/v1 of its API, got {supabase_url!r}")
     supabase_key = reader.text("SUPABASE_SERVICE_KEY", required=True)
     matomo_url = reader.url("MATOMO_API_URL", required=True)
     matomo_token = reader.text("MATOMO_API_TOKEN", required=True)

@@ -44,16 +44,20 @@ class SupabaseClient:
             self._client = create_client(url, service_key, options=ClientOptions(
                 httpx_client=self._http, postgrest_client_retry=False))
         except Exception as err:  # a URL, key or proxy from the environment that httpx or supabase-py cannot use
-            raise SupabaseSetupError(f"Supabase: the client cannot be set up ({first_line(err)}); check SUPABASE_URL "
-                                     "and the proxy variables of the environment") from err
+            raise SupabaseSetupError(f"Supabase: the client cannot be set up ({first_line(err)}); check SUPABASE_URL, "
+                                     "SSL_CERT_FILE or SSL_CERT_DIR, and the proxy variables of the environment") from err
 
     def close(self):
         self._http.close()
 
     def _remember_answer(self, response):
+        """What supabase-py does not tell: the status, Retry-After, and whether the body was empty (which it reads
+        as no rows, though PostgREST always answers at least `[]`)."""
         logger.debug("%s %s: HTTP %d", response.request.method, response.request.url, response.status_code)
+        response.read()
         self._last.status = response.status_code
         self._last.retry_after = response.headers.get("Retry-After")
+        self._last.empty = not response.content.strip()
 
     def _table(self):
         return self._client.table(self.table_name)
@@ -78,8 +82,9 @@ class SupabaseClient:
         if last_id is not None:
             query = query.gt("id", last_id)
         rows = self._execute(query.order("id").limit(page_size), "read the pending sites")
-        if not all(isinstance(row, dict) and "id" in row for row in rows):
-            raise SupabaseError(f"read the pending sites: Supabase answered rows without an id: {str(rows)[:120]}")
+        if not all(isinstance(row, dict) and _usable_id(row.get("id")) for row in rows):
+            raise SupabaseError("read the pending sites: Supabase answered a row without a usable id (a number or "
+                                "a text): check that SITES_TABLE's primary key is `id`")
         return rows
 
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
@@ -130,6 +135,7 @@ class SupabaseClient:
         """Run one supabase-py query; its rows. An update asks for the rows it changed back: none means the
         conditional update matched no row."""
         self._last.status = self._last.retry_after = None
+        self._last.empty = False
         try:
             data = query.execute().data
         except APIError as err:
@@ -145,13 +151,19 @@ class SupabaseClient:
             raise SupabaseError(f"{what}: Supabase: no whole answer came ({first_line(err)})", transient=True) from err
         except httpx.InvalidURL as err:
             raise SupabaseSetupError(f"{what}: SUPABASE_URL cannot be used ({first_line(err)})") from err
-        except ValueError as err:  # a 2xx answer that is not JSON, which supabase-py could not decode
-            raise SupabaseError(f"{what}: Supabase answered something that is not JSON") from err
-        if not isinstance(data, list):
+        except (ValueError, RecursionError) as err:  # an answer supabase-py could not decode (nested too deep)
+            raise SupabaseError(f"{what}: Supabase answered JSON that cannot be read ({err.__class__.__name__})") from err
+        if self._last.empty:
+            raise SupabaseError(f"{what}: Supabase answered HTTP {self._last.status} with an empty body, where "
+                                "PostgREST always sends JSON (a proxy in between?)")
+        if isinstance(data, str):
             # supabase-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data, an
             # update would count as written
-            excerpt = " ".join(str(data).split())[:80]
+            excerpt = " ".join(secret_values.mask(data).split())[:80]
             raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}")
+        if not isinstance(data, list):
+            raise SupabaseError(f"{what}: Supabase answered JSON that is not a list of rows "
+                                f"({type(data).__name__} where a list was expected)")
         return data
 
     def _translate(self, err, what):
@@ -183,3 +195,8 @@ class SupabaseClient:
         if code == "23514":
             return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
         return SupabaseError(f"{what}: {shown}")
+
+
+def _usable_id(value):
+    """A row's id as the table's contract has it: a bigint or a uuid; never null, a boolean or a structure."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value != "")
