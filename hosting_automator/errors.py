@@ -1,5 +1,7 @@
 """The project's one exception family: each service client raises these, main turns them into outcomes."""
 
+from hosting_automator.core.logging_setup import secret_values
+
 
 class HostingAutomatorError(Exception):
     """Base of every error this project raises on purpose; its message is meant for an operator."""
@@ -27,7 +29,8 @@ class ServiceError(HostingAutomatorError):
     """
 
     def __init__(self, message, transient=False, retry_after=None):
-        super().__init__(message)
+        # what a service said goes into these messages: masked before anyone can log, print or store one
+        super().__init__(secret_values.mask(message))
         self.transient = transient
         self.retry_after = retry_after
 

@@ -9,6 +9,7 @@ import threading
 from hosting_automator.core.logging_setup import (
     LOG_FILE_BACKUPS,
     LOG_FILE_MAX_BYTES,
+    SecretValues,
     configure_logging,
     secret_values,
     site_context,
@@ -130,3 +131,28 @@ def test_a_log_file_that_is_not_a_regular_file_is_written_and_never_rotated(caps
     assert "Logging error" not in capsys.readouterr().err  # what a failed rollover would print
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")  # still the device, never renamed
     assert not os.path.exists("/dev/null.1")
+
+
+def test_secret_values_mask_hides_any_eight_characters_in_a_row_of_a_secret():
+    values = SecretValues()
+    token = "7f3c9a1be24d4c6f8a0b1c2d3e4f5a6b"
+    values.add(token)
+
+    assert values.mask(f"token_auth={token}&x=1") == "token_auth=***&x=1"
+    assert values.mask(f"token_auth={token[:31]}…") == "token_auth=***…"  # echoed cut short by a service
+    assert values.mask(f"…{token[20:]} and {token[3:11]}") == "…*** and ***"
+    assert values.mask(f"only {token[:7]} shows") == f"only {token[:7]} shows"  # seven are not the secret
+    assert values.mask("nothing secret here") == "nothing secret here"
+
+
+def test_secret_values_excerpt_masks_before_it_cuts():
+    values = SecretValues()
+    key = "sb_secret_Zq8LmN3pR7tV1xY5bC9dF2hJ"
+    values.add(key)
+    text = "E" * 100 + key + " tail" * 50
+
+    shown = values.excerpt(text, 120)
+
+    assert shown == "E" * 100 + "*** tail tail tail …"
+    assert len(shown) <= 120
+    assert not any(key[start:start + 8] in shown for start in range(len(key) - 7))

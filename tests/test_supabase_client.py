@@ -441,7 +441,7 @@ def test_update_site_hosting_status_long_error_message_masks_secret_then_cuts_to
 
     (request, _), = httpserver.log
     sent = json.loads(request.get_data())["error_message"]
-    assert sent == "CloudPanel: " + "x" * 478 + "***" + " tail t"
+    assert sent == "CloudPanel: " + "x" * 478 + "***" + " tail …"
     assert len(sent) == 500
     assert password[:10] not in request.get_data(as_text=True)
 

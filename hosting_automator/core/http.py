@@ -10,6 +10,8 @@ import time
 import requests
 from requests.adapters import HTTPAdapter
 
+from hosting_automator.core.logging_setup import secret_values
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "hosting-automator"
@@ -136,12 +138,10 @@ def retry_after_seconds(value, now=None):
 def first_line(err):
     """The first line of an exception's message, or its class when it has none."""
     text = str(err).strip().splitlines()
-    return text[0][:200] if text else err.__class__.__name__
+    return secret_values.excerpt(text[0], 200) if text else err.__class__.__name__
 
 
 def body_excerpt(response, limit=120):
-    """A short, single-line view of a body we could not understand, for the error message."""
-    text = " ".join(re.sub(r"<[^>]+>", " ", response.text or "").split())
-    if not text:
-        return "an empty body"
-    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+    """A short, single-line view of a body we could not understand, for the error message; secrets masked first."""
+    text = secret_values.excerpt(re.sub(r"<[^>]+>", " ", response.text or ""), limit)
+    return repr(text) if text else "an empty body"

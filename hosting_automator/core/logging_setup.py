@@ -15,16 +15,21 @@ LOG_FILE_MAX_BYTES = 5 * 1024 * 1024
 LOG_FILE_BACKUPS = 4  # with the current file, at most 25 MB on disk
 RECENT_LINES = 50  # what the monitoring ping carries
 MASK = "***"
+PIECE = 8  # characters in a row of a secret that count as the secret
 
 _current_site = contextvars.ContextVar("current_site", default=None)
 
 
 class SecretValues:
-    """Every value that must never be shown: configured keys and tokens, and passwords generated during the run."""
+    """Every value that must never be shown: configured keys and tokens, and passwords generated during the run.
+
+    A value stays here for the whole run. Any PIECE characters in a row of one counts as the value itself, so a
+    secret that a service echoed cut short, or that an excerpt cut in half, is masked too."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._variants = ()
+        self._pieces = frozenset()
 
     def add(self, value):
         if not value or len(value) < 4:  # masking very short strings would garble ordinary text
@@ -32,25 +37,46 @@ class SecretValues:
         with self._lock:
             variants = set(self._variants) | {value, quote(value, safe=""), quote_plus(value)}
             self._variants = tuple(sorted(variants, key=len, reverse=True))
-
-    def discard(self, value):
-        """Forget a value that can no longer appear anywhere (a password once clpctl has answered): masking cost
-        must not grow with every site of a long run."""
-        with self._lock:
-            gone = {value, quote(value, safe=""), quote_plus(value)}
-            self._variants = tuple(variant for variant in self._variants if variant not in gone)
+            self._pieces = frozenset(variant[start:start + PIECE] for variant in variants
+                                     for start in range(len(variant) - PIECE + 1))
 
     def clear(self):
         with self._lock:
             self._variants = ()
+            self._pieces = frozenset()
+
+    @property
+    def longest(self):
+        return len(self._variants[0]) if self._variants else 0
 
     def mask(self, text):
-        if not isinstance(text, str):
+        """`text` with every secret, and every piece of one, replaced by ***."""
+        if not isinstance(text, str) or not self._variants:
             return text
         for variant in self._variants:
             if variant in text:
                 text = text.replace(variant, MASK)
-        return text
+        pieces = self._pieces
+        hidden = [False] * len(text)
+        for start in range(len(text) - PIECE + 1):
+            if text[start:start + PIECE] in pieces:
+                hidden[start:start + PIECE] = [True] * PIECE
+        if not any(hidden):
+            return text
+        shown, previous = [], False
+        for character, secret in zip(text, hidden):
+            if not secret:
+                shown.append(character)
+            elif not previous:
+                shown.append(MASK)
+            previous = secret
+        return "".join(shown)
+
+    def excerpt(self, text, limit):
+        """At most `limit` characters of `text` on one line, masked before they are cut (a secret cut in half would
+        no longer be recognised); "…" marks the cut."""
+        text = " ".join(self.mask(text[:limit + self.longest + PIECE]).split())
+        return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 secret_values = SecretValues()

@@ -70,8 +70,7 @@ def clpctl_reason(output, exit_code=None):
         return "it printed nothing" + (f" and exited with code {exit_code}" if exit_code is not None else "")
     # clpctl (or a gateway) may echo its arguments, the generated password among them; this reason ends up in
     # error messages and in the row
-    text = secret_values.mask(" ".join(lines))
-    return text if len(text) <= 300 else text[:297] + "…"
+    return secret_values.excerpt(" ".join(lines), 300)
 
 
 class CloudPanelClient:
@@ -111,8 +110,6 @@ class CloudPanelClient:
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
                         f"Linux or CloudPanel user {site_user}, or the site that owns it") from err
                 raise
-            finally:
-                secret_values.discard(password)  # used once; every message that held it was masked already
             logger.info("CloudPanel site created (site user %s)", site_user)
             return StaticSite(document_root(site_user, domain), created=True)
 

@@ -4,6 +4,7 @@ import html
 import logging
 
 from hosting_automator.core.http import body_excerpt, send
+from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import MatomoError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ class MatomoClient:
         """The idSite tracking https://{domain}, or None."""
         answer = self._call("SitesManager.getSitesIdFromSiteUrl", {"url": f"https://{domain}"})
         if not isinstance(answer, list):
-            raise MatomoError(f"getSitesIdFromSiteUrl answered {str(answer)[:80]!r} where a list was expected")
+            raise MatomoError(f"getSitesIdFromSiteUrl answered {secret_values.excerpt(str(answer), 80)!r} where a list "
+                              "was expected")
         if not answer:
             return None
         return _site_id(answer[0].get("idsite") if isinstance(answer[0], dict) else None, "getSitesIdFromSiteUrl")
@@ -82,7 +84,7 @@ class MatomoClient:
         if isinstance(answer, dict) and answer.get("result") == "error":
             raise MatomoError(f"{method}: {_explain(html.unescape(str(answer.get('message') or 'no message')))}")
         if response.status_code != 200:
-            raise MatomoError(f"{method}: HTTP {response.status_code}: {str(answer)[:120]}")
+            raise MatomoError(f"{method}: HTTP {response.status_code}: {secret_values.excerpt(str(answer), 120)}")
         return answer
 
 
@@ -97,7 +99,7 @@ def _site_id(value, method):
 
 
 def _explain(message):
-    message = " ".join(message.split())[:300]
+    message = secret_values.excerpt(message, 300)
     if AUTH_FAILED in message:
         return f"{message} (check MATOMO_API_TOKEN)"
     if NEEDS_SUPERUSER in message:

@@ -97,7 +97,7 @@ class SupabaseClient:
         the same way (SupabaseSetupError).
         """
         if error_message is not None:
-            error_message = secret_values.mask(error_message)[:ERROR_MESSAGE_MAX]
+            error_message = secret_values.excerpt(error_message, ERROR_MESSAGE_MAX)
         values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
                   "error_message": error_message}
         attempts = []
@@ -159,7 +159,7 @@ class SupabaseClient:
         if isinstance(data, str):
             # supabase-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data, an
             # update would count as written
-            excerpt = " ".join(secret_values.mask(data).split())[:80]
+            excerpt = secret_values.excerpt(data, 80)
             raise SupabaseError(f"{what}: Supabase answered something that is not JSON: {excerpt!r}")
         if not isinstance(data, list):
             raise SupabaseError(f"{what}: Supabase answered JSON that is not a list of rows "
@@ -174,7 +174,7 @@ class SupabaseClient:
         code = str(err.code or "")
         if code == str(status):  # supabase-py's stand-in code for an answer that was not PostgREST's
             code = ""
-        message = " ".join(str(err.message or "").split())[:200]
+        message = secret_values.excerpt(str(err.message or ""), 200)
         shown = f"HTTP {status}" if status else "error"
         if code:
             shown += f" {code}"
