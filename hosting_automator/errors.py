@@ -26,13 +26,16 @@ class ServiceError(HostingAutomatorError):
 
     transient: whether trying again later may succeed (network trouble, 429, 502/503/504).
     retry_after: seconds the service asked us to wait, when it said so.
+    may_have_acted: a create reached the service and no answer came; it is not tried again in this run, since a
+    look-up may not see what the service is still making.
     """
 
-    def __init__(self, message, transient=False, retry_after=None):
+    def __init__(self, message, transient=False, retry_after=None, may_have_acted=False):
         # what a service said goes into these messages: masked before anyone can log, print or store one
         super().__init__(secret_values.mask(message))
         self.transient = transient
         self.retry_after = retry_after
+        self.may_have_acted = may_have_acted
 
 
 class CloudPanelError(ServiceError):

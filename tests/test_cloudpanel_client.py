@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from http.client import RemoteDisconnected
+
 import requests
 import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from responses.registries import OrderedRegistry
 
 from hosting_automator.core.http import Session
@@ -534,11 +537,9 @@ def sent_json(call):
 
 
 def refused():
-    """What requests raises when nothing listens at the gateway's address."""
-    return requests.exceptions.ConnectionError(
-        "HTTPConnectionPool(host='cloudpanel-gateway.example', port=3000): Max retries exceeded with url: "
-        f"{ADD_PATH} (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f2a>: "
-        "Failed to establish a new connection: [Errno 111] Connection refused'))")
+    """What requests raises when nothing listens at the gateway's address (built as urllib3 builds it)."""
+    return requests.exceptions.ConnectionError(MaxRetryError(None, ADD_PATH, NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused")))
 
 
 def test_gateway_create_static_site_posts_exact_json_with_api_key(mocked, gateway, passwords):
@@ -778,51 +779,67 @@ def test_create_static_site_503_on_add_looks_up_again_before_adding_again(mocked
     assert all(secret_values.mask(password) == MASK for password in passwords)
 
 
-def test_create_static_site_add_timed_out_but_took_effect_retry_finds_it_and_adds_no_duplicate(mocked, gateway,
-                                                                                               sleeps):
+def test_create_static_site_add_timed_out_is_not_sent_again_this_run(mocked, gateway, sleeps):
+    """The gateway may still be adding it, and cannot be asked: the next run tries, and "already exists" counts."""
     mocked.post(ADD_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=7)"))
-    looks = record_looks(gateway, mocked, found_from="handmade")
 
-    site = gateway.create_static_site("example.com")
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
 
-    assert site == StaticSite("/home/handmade/htdocs/example.com", created=False)
-    assert looks == [0, 1] and len(mocked.calls) == 1 and sleeps == [0.75]
+    assert str(caught.value) == ("gateway: add the static site: no answer within 7 s (timeout); it may still have "
+                                 "been made, so it is not sent again this run")
+    assert caught.value.transient and caught.value.may_have_acted
+    assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_gateway_create_static_site_504_then_already_exists_counts_as_made(mocked, gateway, sleeps):
-    mocked.post(ADD_URL, status=504, body="<html>504 Gateway Time-out</html>", content_type="text/html")
+@pytest.mark.parametrize("status", [502, 504, 520])
+def test_gateway_create_static_site_proxy_saying_the_gateway_failed_is_not_sent_again(mocked, gateway, sleeps, status):
+    mocked.post(ADD_URL, status=status, body="<html>Gateway Time-out</html>", content_type="text/html")
+
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
+
+    assert caught.value.transient and caught.value.may_have_acted
+    assert len(mocked.calls) == 1 and sleeps == []
+
+
+def test_gateway_create_static_site_already_exists_after_an_earlier_run_counts_as_made(mocked, gateway, sleeps):
     mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
                                            "details": "domainName: This value already exists.\n"})
 
     site = gateway.create_static_site("example.com")
 
     assert site == StaticSite(document_root(site_user_for("example.com"), "example.com"), created=False)
-    assert len(mocked.calls) == 2 and sleeps == [0.75]
+    assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_provision_ssl_order_timed_out_retry_looks_first_and_orders_no_more(mocked, gateway, served, sleeps):
-    served.answers = [NOT_SERVED, VALID]  # the order that timed out installed the certificate after all
+def test_provision_ssl_order_timed_out_is_not_sent_again_this_run(mocked, gateway, served, sleeps):
+    """Let's Encrypt may still be validating: a second order now could be a second certificate. The next run looks
+    at what is served first."""
+    served.answers = [NOT_SERVED]
     mocked.post(CERT_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)"))
 
-    gateway.provision_ssl("example.com")
+    with pytest.raises(CertificateError) as caught:
+        gateway.provision_ssl("example.com")
 
-    assert served.looks == ["example.com", "example.com"]
-    assert len(mocked.calls) == 1  # one order
-    assert sleeps == [0.75]
-
-
-def test_provision_ssl_new_site_order_timed_out_retry_looks_and_orders_no_more(mocked, gateway, served, sleeps):
-    served.answers = [VALID]
-    mocked.post(CERT_URL, body=requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)"))
-
-    gateway.provision_ssl("example.com", new_site=True)
-
-    assert served.looks == ["example.com"]  # not before the first order, only before the retry
-    assert len(mocked.calls) == 1 and sleeps == [0.75]
+    assert caught.value.transient and caught.value.may_have_acted
+    assert served.looks == ["example.com"]
+    assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_provision_ssl_transient_failure_and_still_not_served_orders_again(mocked, gateway, served, sleeps):
-    mocked.post(CERT_URL, status=502, body="<html>502 Bad Gateway</html>", content_type="text/html")
+def test_provision_ssl_new_site_connection_lost_mid_order_is_not_sent_again_this_run(mocked, gateway, served, sleeps):
+    mocked.post(CERT_URL, body=requests.exceptions.ConnectionError(
+        ProtocolError("Connection aborted.", RemoteDisconnected("Remote end closed connection without response"))))
+
+    with pytest.raises(CertificateError) as caught:
+        gateway.provision_ssl("example.com", new_site=True)
+
+    assert caught.value.may_have_acted
+    assert served.looks == [] and len(mocked.calls) == 1 and sleeps == []
+
+
+def test_provision_ssl_refused_with_503_looks_again_and_orders_again(mocked, gateway, served, sleeps):
+    mocked.post(CERT_URL, status=503, body="<html>503 Service Unavailable</html>", content_type="text/html")
     mocked.post(CERT_URL, json=CERTIFICATE_ANSWER)
 
     gateway.provision_ssl("example.com")

@@ -6,7 +6,7 @@ import pytest
 
 from tests.harness import run_job
 from tests.standins.clpctl_state import calls, certificate_requests, read_sites
-from tests.standins.faults import Fault
+from tests.standins.faults import Fault, once
 
 HOSTILE = [
     ("", "invalid domain: domain is empty"),
@@ -110,7 +110,7 @@ def test_transient_faults_everywhere_are_retried_and_the_site_goes_live(gateway_
     from tests.standins.faults import times
 
     standins.postgrest.fault = times(2, Fault.status(503, {"message": "unavailable"}))
-    standins.matomo.fault = times(2, Fault.after_drop(), lambda r: "addSite" in str(r["query"]) + r["body"])
+    standins.matomo.fault = times(2, Fault.drop(), lambda r: "getSitesIdFromSiteUrl" in str(r["query"]))
     standins.gateway.fault = times(1, Fault.status(429, {"success": False, "error": "Too many requests",
                                                          "retryAfter": 2}))
 
@@ -119,10 +119,22 @@ def test_transient_faults_everywhere_are_retried_and_the_site_goes_live(gateway_
     assert result.returncode == 0, result.log
     row = standins.postgrest.rows()[-1]
     assert (row["status_hosting"], row["matomo_id"]) == ("active", 1)
-    assert len(standins.matomo.sites) == 1  # the lost addSite answers did not create a second site
+    assert len(standins.matomo.sites) == 1
     assert "read the pending sites failed (read the pending sites: HTTP 503" in result.log
     assert "trying again in 2.0 s (attempt 2 of 4)" in result.log  # the gateway's retryAfter
-    # the lost addSite answer: the retry looked the site up again and found it, so no second addSite
-    assert "[flaky.example.test] Matomo site exists already (idSite 1)" in result.log
+    assert "[flaky.example.test] Matomo failed (SitesManager.getSitesIdFromSiteUrl: no whole answer came" in result.log
+    assert result.log.count("trying again") == 5
+
+
+def test_matomo_add_whose_answer_is_lost_is_not_sent_again_and_the_site_goes_live_without_it(standins):
+    standins.postgrest.insert({"domain": "slow.example.test", "status_dns": "active", "status_hosting": "pending"})
+    standins.matomo.fault = once(Fault.delay(1.0), lambda r: "addSite" in str(r["query"]))
+
+    result = run_job(standins, overrides={"HTTP_TIMEOUT": "0.3"}, fast_retries=True)
+
+    assert result.returncode == 0, result.log
+    row = standins.postgrest.rows()[-1]
+    assert (row["status_hosting"], row["matomo_id"]) == ("active", None)
+    assert "[slow.example.test] Matomo: SitesManager.addSite: no answer within 0.3 s (timeout); it may still have " \
+           "been made, so it is not sent again this run; the site goes live without tracking" in result.log
     assert sum("addSite" in r["query"].get("method", [""])[0] for r in standins.matomo.requests_log) == 1
-    assert result.log.count("trying again") == 4

@@ -8,6 +8,7 @@ import re
 import time
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from hosting_automator.core.logging_setup import secret_values
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "hosting-automator"
 TRANSIENT_STATUSES = {429, 502, 503, 504, 520}  # 520: Cloudflare's "the origin answered something odd"
+REFUSED_STATUSES = {429, 503}  # the service turned the request away: nothing was done
+UNANSWERED_CREATE = "; it may still have been made, so it is not sent again this run"
 _ERRNO = re.compile(r"\[Errno [^\]]+\][^'\")]*")
 
 
@@ -48,18 +51,24 @@ def header_retry_after(response):
     return retry_after_seconds(response.headers.get("Retry-After"))
 
 
-def send(session, method, url, *, error, what, retry_after=header_retry_after, **kwargs):
+def send(session, method, url, *, error, what, retry_after=header_retry_after, creates=False, **kwargs):
     """One request through `session`; the response, unless it failed on the way or with a transient status.
 
     Failures raise `error` (the caller's class of the project's errors): transient for the network and for
     TRANSIENT_STATUSES, with the wait `retry_after(response)` reads; final for a redirect or a URL, proxy or CA
     bundle that cannot be used. The caller reads the body: what a 4xx or 500 means differs between services.
+
+    `creates`: the request makes something. When it reached the service and no answer (or a proxy's "the service
+    failed") came back, the service may still be making it, and a look-up cannot see it yet: the error says so
+    and is not tried again this run (`may_have_acted`); only a request that provably never arrived, or was
+    refused (429, 503), is.
     """
     try:
         response = session.request(method, url, **kwargs)
     except requests.RequestException as err:
-        raise error(f"{what}: {network_failure(err, kwargs.get('timeout') or session.timeout)}",
-                    transient=is_transient(err)) from err
+        acted = creates and is_transient(err) and reached_service(err)
+        raise error(f"{what}: {network_failure(err, kwargs.get('timeout') or session.timeout)}"
+                    + (UNANSWERED_CREATE if acted else ""), transient=is_transient(err), may_have_acted=acted) from err
     except ValueError as err:  # urllib3 refusing a host name before any request (a label over 63 characters, …)
         raise error(f"{what}: the address cannot be used ({_without_credentials(first_line(err))})") from err
     except OSError as err:  # requests' own check of the CA bundle path, before any connection
@@ -70,9 +79,20 @@ def send(session, method, url, *, error, what, retry_after=header_retry_after, *
         raise error(f"{what}: HTTP {response.status_code}, a redirect to {response.headers['Location']}: "
                     "set the address it points to")
     if response.status_code in TRANSIENT_STATUSES:
-        raise error(f"{what}: HTTP {response.status_code} {response.reason or ''}".rstrip(), transient=True,
-                    retry_after=retry_after(response))
+        acted = creates and response.status_code not in REFUSED_STATUSES
+        raise error(f"{what}: HTTP {response.status_code} {response.reason or ''}".rstrip()
+                    + (UNANSWERED_CREATE if acted else ""), transient=True, retry_after=retry_after(response),
+                    may_have_acted=acted)
     return response
+
+
+def reached_service(err):
+    """Whether a failed request may have reached the service: not when the connection, its TLS or the proxy's
+    tunnel was never made."""
+    if isinstance(err, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return False
+    reason = err.args[0] if err.args else None
+    return not isinstance(getattr(reason, "reason", None), urllib3.exceptions.NewConnectionError)
 
 
 def is_transient(err):

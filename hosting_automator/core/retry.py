@@ -54,7 +54,7 @@ class RetryPolicy:
             try:
                 return operation()
             except ServiceError as err:
-                if not err.transient or attempt >= self.attempts:
+                if not err.transient or err.may_have_acted or attempt >= self.attempts:
                     raise
                 delay = self.delay(attempt, err.retry_after)
                 if self.clock() - started + delay > self.budget:

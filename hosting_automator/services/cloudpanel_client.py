@@ -280,13 +280,14 @@ class GatewayClient(CloudPanelClient):
     def _post(self, path, payload, what, error, timeout=None):
         kwargs = {"timeout": timeout} if timeout else {}
         response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
-                        error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, **kwargs)
+                        error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, creates=True,
+                        **kwargs)
         # before the body: a proxy in front of the gateway refuses a key with an HTML page
         if response.status_code in (401, 403):
             raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python reads
             body = None
         if not isinstance(body, dict):
             raise error(f"gateway: {what}: HTTP {response.status_code} with a body that is not JSON: "
@@ -306,7 +307,7 @@ def _gateway_retry_after(response):
     """The gateway says how long to wait in its JSON body (`retryAfter`), not in a header."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict) and body.get("retryAfter") is not None:
         return retry_after_seconds(body["retryAfter"])

@@ -54,7 +54,7 @@ class MatomoClient:
             params["timezone"] = self.timezone
         if self.currency:
             params["currency"] = self.currency
-        answer = self._call("SitesManager.addSite", params)
+        answer = self._call("SitesManager.addSite", params, creates=True)
         site_id = _site_id(answer.get("value") if isinstance(answer, dict) else None, "addSite")
         logger.info("Matomo site created (idSite %d)", site_id)
         return site_id
@@ -70,14 +70,14 @@ class MatomoClient:
         shown = version.get("value") if isinstance(version, dict) else version
         return f"Matomo {shown} at {self.api_url}, token of a super user"
 
-    def _call(self, method, params):
+    def _call(self, method, params, creates=False):
         """POST to the API: the token only in the form body (Matomo 5 refuses it in the URL)."""
         query = {"module": "API", "method": method, "format": "JSON"}
         response = send(self.session, "POST", self.api_url, params=query, data={**params, "token_auth": self.token},
-                        error=MatomoError, what=method)
+                        error=MatomoError, what=method, creates=creates)
         try:
             answer = response.json()
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # not JSON, or nested deeper than Python reads
             raise MatomoError(f"{method}: HTTP {response.status_code} with a body that is not JSON: "
                               f"{body_excerpt(response)}") from err
         # Matomo reports most errors with HTTP 200: the body decides.
