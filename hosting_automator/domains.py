@@ -64,12 +64,12 @@ def _check_ascii_name(name, raw):
             raise InvalidDomainError(f"domain has an empty label (two dots in a row, or a leading dot): {_shown(raw)}")
         if len(label) > MAX_LABEL_LENGTH:
             raise InvalidDomainError(
-                f"label '{label[:20]}…' is {len(label)} characters long, more than the {MAX_LABEL_LENGTH} allowed"
+                f"label {_shown(label[:20])[:-1]}…' is {len(label)} characters long, more than the {MAX_LABEL_LENGTH} allowed"
             )
         if label.startswith("-") or label.endswith("-"):
-            raise InvalidDomainError(f"label '{label}' must not start or end with a hyphen")
+            raise InvalidDomainError(f"label {_shown(label)} must not start or end with a hyphen")
         if not _LDH_LABEL.match(label):
-            raise InvalidDomainError(f"label '{label}' may hold only letters, digits and hyphens")
+            raise InvalidDomainError(f"label {_shown(label)} may hold only letters, digits and hyphens")
         if label.startswith("xn--"):
             _check_punycode(label)
     if labels[-1].isdigit():
@@ -84,7 +84,7 @@ def _check_punycode(label):
     try:
         idna.decode(label)
     except (idna.IDNAError, UnicodeError) as err:
-        raise InvalidDomainError(f"label '{label}' is not valid punycode ({err})") from err
+        raise InvalidDomainError(f"label {_shown(label)} is not valid punycode ({err})") from err
 
 
 def _shown(raw):

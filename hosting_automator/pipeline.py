@@ -49,42 +49,33 @@ class Pipeline:
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
-        capacity = workers * 2  # rows are read only a little ahead of the work: memory stays flat
-        in_flight = threading.BoundedSemaphore(capacity)
+        slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
         outcomes = RunOutcomes()  # futures are dropped as soon as they are done
+        owners = {}  # normalised domain -> id of the first row read for it: one site, one worker, one row
 
         def collect(future, position):
             try:
                 outcomes.add(position, future.result())
             finally:
-                in_flight.release()  # whatever happens, or the run would wait for this slot for ever
+                slots.release()  # whatever happens, or the run would wait for this slot for ever
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
             try:
                 for position, row in enumerate(rows):
-                    if not self._take_slot(in_flight):
+                    if not slots.take(lambda: self.stop_event.is_set() or self.aborted is not None):
                         break
-                    pool.submit(self._process_row, row).add_done_callback(
+                    name = _normalised_or_none(row.get("domain"))
+                    owner = owners.setdefault(name, row.get("id")) if name else row.get("id")
+                    work = self._process_row if owner == row.get("id") else self._leave_to_owner
+                    pool.submit(work, row, name, owner).add_done_callback(
                         lambda future, position=position: collect(future, position))
             except SupabaseError as err:
                 self.aborted = f"cannot read the pending sites: {err}"
                 logger.error("%s", self.aborted)
             except RunInterrupted:
                 pass  # a signal ended a retry's wait while reading: no site is started, the summary says why
-            for _ in range(capacity):  # every slot back means every site is done; short waits let signals in
-                while not in_flight.acquire(timeout=0.2):
-                    pass
+            slots.wait_until_all_released()
         return outcomes
-
-    def _take_slot(self, in_flight):
-        """Wait for a free worker; False when the run is stopping and no new site may start."""
-        while not in_flight.acquire(timeout=0.2):
-            if self.stop_event.is_set():
-                return False
-        if self.stop_event.is_set() or self.aborted is not None:
-            in_flight.release()
-            return False
-        return True
 
     def _selected(self, rows):
         """Apply --domain and the per-run cap while the rows stream past."""
@@ -100,7 +91,18 @@ class Pipeline:
             taken += 1
             yield row
 
-    def _process_row(self, row):
+    def _leave_to_owner(self, row, domain, owner):
+        """A second row for a site another row of this run owns: nothing is created twice, and the row says why."""
+        if self.stop_event.is_set() or self.aborted is not None:
+            return None
+        reason = f"duplicate: row {owner} is the same site ({domain}) and is set up instead of this one"
+        with site_context(domain):
+            logger.error("Row %s: %s", row.get("id"), reason)
+            if self.options.dry_run:
+                return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
+            return self._record(row, domain, FAILED, error=reason)
+
+    def _process_row(self, row, _domain=None, _owner=None):
         if self.stop_event.is_set() or self.aborted is not None:
             return None  # queued but not started: it stays as it is for the next run
         try:
@@ -219,6 +221,43 @@ class Pipeline:
         if status == ACTIVE:
             logger.info("Site is live: %s%s", doc_root, f", Matomo idSite {matomo_id}" if matomo_id else ", no Matomo")
         return SiteOutcome(row["id"], domain, status, doc_root, matomo_id, error, warning)
+
+
+class _Slots:
+    """How many sites are read ahead of the workers: a count under a condition, so that waiting for the last
+    site takes as long as that site, whatever the number of workers."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.taken = 0
+        self._changed = threading.Condition()
+
+    def take(self, stopping):
+        """Wait for a free slot; False when `stopping()` says no new site may start. Short waits let signals in."""
+        with self._changed:
+            while self.taken >= self.capacity and not stopping():
+                self._changed.wait(0.2)
+            if stopping():
+                return False
+            self.taken += 1
+            return True
+
+    def release(self):
+        with self._changed:
+            self.taken -= 1
+            self._changed.notify_all()
+
+    def wait_until_all_released(self):
+        with self._changed:
+            while self.taken:
+                self._changed.wait(0.2)
+
+
+def _normalised_or_none(value):
+    try:
+        return normalise_domain(value)
+    except InvalidDomainError:
+        return None
 
 
 def _normalised_or_raw(value):

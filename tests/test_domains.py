@@ -58,3 +58,13 @@ def test_normalise_domain_message_stays_on_one_line():
     with pytest.raises(InvalidDomainError) as caught:
         normalise_domain("evil.com\nINFO forged log line")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["exa\x1bmple.com", "ab\x07c.example", "a\x7fb.example", "a\x00b.example",
+                                 "\x1b[31mred.example", "ok.exa\x9bmple"])
+def test_normalise_domain_control_characters_are_shown_escaped_never_raw(raw):
+    with pytest.raises(InvalidDomainError) as caught:
+        normalise_domain(raw)
+    message = str(caught.value)
+    assert message.isprintable()
+    assert any(escape in message for escape in ("\\x1b", "\\x07", "\\x7f", "\\x00", "\\x9b"))

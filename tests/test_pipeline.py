@@ -344,3 +344,29 @@ def test_an_outcome_that_cannot_be_kept_loses_that_line_only_and_never_hangs_the
     assert finished, "the run waited for ever for the slot of the outcome that failed"
     assert [o.domain for o in finished[0]] == ["b.example", "c.example"]
     assert {services.supabase.rows[i]["status_hosting"] for i in (1, 2, 3)} == {"active"}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rows_for_one_site_under_any_spelling_set_it_up_once_and_the_others_name_the_owner(retry, workers):
+    services = MemoryServices([row(1, "shop.example"), row(2, "Shop.Example"), row(3, "shop.example."),
+                               row(4, "other.example")], retry)
+
+    _, outcomes = run(services, workers=workers)
+
+    assert sorted(services.cloudpanel.certificate_calls) == [("other.example", True), ("shop.example", True)]
+    assert sorted(services.matomo.sites) == ["other.example", "shop.example"]
+    assert [(o.site_id, o.outcome) for o in outcomes] == [(1, "active"), (2, "failed"), (3, "failed"), (4, "active")]
+    for duplicate in (2, 3):
+        assert services.supabase.rows[duplicate]["status_hosting"] == "failed"
+        assert services.supabase.rows[duplicate]["error_message"] == (
+            "duplicate: row 1 is the same site (shop.example) and is set up instead of this one")
+
+
+def test_duplicate_row_in_a_dry_run_is_reported_and_written_nowhere(retry):
+    services = MemoryServices([row(1, "shop.example"), row(2, "SHOP.example")], retry)
+
+    _, outcomes = run(services, dry_run=True)
+
+    assert [(o.outcome, o.error) for o in outcomes][1] == (
+        "would fail", "duplicate: row 1 is the same site (shop.example) and is set up instead of this one")
+    assert services.supabase.updates == []
