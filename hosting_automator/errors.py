@@ -38,8 +38,17 @@ class ServiceError(HostingAutomatorError):
         self.may_have_acted = may_have_acted
 
 
+class SetupError(HostingAutomatorError):
+    """A setting is wrong in a way every row would meet (a refused key, an address with no such service): the run
+    stops at the first one, rows untouched, with one message naming the setting."""
+
+
 class CloudPanelError(ServiceError):
     """clpctl or the gateway refused or failed; the site fails as `CloudPanel: …`."""
+
+
+class CloudPanelSetupError(CloudPanelError, SetupError):
+    """The gateway refused CLOUDPANEL_API_TOKEN, or CLOUDPANEL_API_URL has none of its endpoints."""
 
 
 class CertificateError(ServiceError):
@@ -54,7 +63,7 @@ class SupabaseError(ServiceError):
     """Reading or writing the sites table failed."""
 
 
-class SupabaseSetupError(SupabaseError):
+class SupabaseSetupError(SupabaseError, SetupError):
     """The table, a column or the key is wrong: every request would fail the same way, so the run aborts."""
 
 

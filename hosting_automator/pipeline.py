@@ -15,8 +15,8 @@ from hosting_automator.errors import (
     MatomoError,
     RunInterrupted,
     ServiceError,
+    SetupError,
     SupabaseError,
-    SupabaseSetupError,
 )
 from hosting_automator.report import ACTIVE, FAILED, NOT_RECORDED, POSTPONED, RunOutcomes, SiteOutcome
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
@@ -114,7 +114,7 @@ class Pipeline:
                 logger.warning("Stopped before finishing this site: its row stays %s for the next run",
                                row.get("status_hosting"))
             return SiteOutcome(row.get("id"), _shown_domain(row), "interrupted")
-        except SupabaseSetupError as err:
+        except SetupError as err:
             self.aborted = str(err)
             logger.error("%s", err)
             return SiteOutcome(row.get("id"), _shown_domain(row), NOT_RECORDED, error=str(err))
@@ -135,6 +135,8 @@ class Pipeline:
             logger.info("Setting up hosting")
             try:
                 site = self.services.cloudpanel.create_static_site(domain)
+            except SetupError:
+                raise
             except CloudPanelError as err:
                 if err.transient:
                     return self._postpone(row, domain, f"CloudPanel: {err}")
@@ -144,6 +146,8 @@ class Pipeline:
             self._stop_point()
             try:
                 self.services.cloudpanel.provision_ssl(domain, new_site=site.created)
+            except SetupError:
+                raise
             except (CertificateError, CloudPanelError) as err:
                 if err.transient:
                     return self._postpone(row, domain, f"SSL: {err}", doc_root)
@@ -208,7 +212,7 @@ class Pipeline:
             written = self.services.supabase.update_site_hosting_status(
                 row["id"], status, doc_root=doc_root, matomo_id=matomo_id, error_message=error,
                 read_status=row.get("status_hosting") or "pending")
-        except SupabaseSetupError:
+        except SetupError:
             raise
         except ServiceError as err:
             logger.error("Could not record the outcome (%s): %s; the row stays %s and the next run converges",

@@ -26,7 +26,7 @@ from responses.registries import OrderedRegistry
 
 from hosting_automator.core.http import Session
 from hosting_automator.core.logging_setup import MASK, secret_values
-from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
+from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError, ServiceError
 from hosting_automator.services import cloudpanel_client
 from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, PASSWORD_LENGTH, ClpctlClient,
                                                           GatewayClient, StaticSite, document_root, new_password,
@@ -201,8 +201,8 @@ def test_create_static_site_existing_with_other_user_returns_that_users_doc_root
     assert clpctl_state.calls(fake_db) == []
 
 
-def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_and_logs_it(clpctl_client, fake_db,
-                                                                                          tmp_path, caplog):
+def test_create_static_site_db_unreadable_site_made_by_this_job_is_known_by_its_site_user(clpctl_client, fake_db,
+                                                                                         tmp_path, caplog):
     caplog.set_level(logging.INFO)
     user = site_user_for("example.com")
     clpctl_state.add_site(fake_db, "example.com", user)
@@ -212,10 +212,24 @@ def test_create_static_site_db_absent_already_exists_assumes_derived_doc_root_an
 
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
     assert len(clpctl_state.read_sites(fake_db)) == 1
-    assert [call["exit_code"] for call in clpctl_state.calls(fake_db)] == [1]  # clpctl said "already exists"
-    assumed = [record for record in caplog.records if "is assumed" in record.getMessage()]
-    assert len(assumed) == 1 and assumed[0].levelno == logging.INFO
-    assert f"the document root of the derived site user {user} is assumed" in assumed[0].getMessage()
+    assert [call["exit_code"] for call in clpctl_state.calls(fake_db)] == [1]  # clpctl: both values exist already
+    assert f"CloudPanel site exists already, made by this job (its site user {user} exists too)" in caplog.messages
+
+
+def test_create_static_site_db_unreadable_site_made_by_hand_fails_saying_what_to_set(clpctl_client, fake_db,
+                                                                                    tmp_path):
+    clpctl_state.add_site(fake_db, "example.com", "handmade")
+    client = clpctl_client(clpctl=FAKE_CLPCTL, db_path=str(tmp_path / "no-such-db.sq3"))
+
+    with pytest.raises(CloudPanelError) as caught:
+        client.create_static_site("example.com")
+
+    assert str(caught.value) == (
+        "example.com exists in CloudPanel under a site user this job did not make, and its document root cannot be "
+        "read in CloudPanel's database (CLOUDPANEL_DB_PATH, read as root): write the row's doc_root "
+        "(/home/<site user>/htdocs/example.com) and set status_hosting to active by hand, or delete the site in "
+        "CloudPanel and set the row to pending")
+    assert not caught.value.transient
 
 
 def test_create_static_site_derived_user_taken_by_other_site_names_the_stale_user(clpctl_client, fake_db):
@@ -509,8 +523,10 @@ CERT_PATH = "/api/letsencrypt/install-certificate"
 ADD_URL = GATEWAY_URL + ADD_PATH
 CERT_URL = GATEWAY_URL + CERT_PATH
 SESSION_TIMEOUT = 7
-SITE_ADDED_ANSWER = {"success": True, "message": "Site example.com has been added.", "data": {}}
-CERTIFICATE_ANSWER = {"success": True, "message": "Certificate installation was successful."}
+# the gateway's `data` is clpctl's output: a string, or its "key: value" lines parsed into an object
+SITE_ADDED_ANSWER = {"success": True, "message": "Static site added", "data": "Site example.com has been added."}
+CERTIFICATE_ANSWER = {"success": True, "message": "Certificate installed",
+                      "data": {"output": "Certificate installation was successful."}}
 
 
 @pytest.fixture
@@ -554,21 +570,20 @@ def test_gateway_create_static_site_posts_exact_json_with_api_key(mocked, gatewa
     assert sent_json(call) == {"domainName": "example.com", "siteUser": user, "siteUserPassword": passwords[0]}
     assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
     assert call.request.headers["Content-Type"] == "application/json"
-    assert call.request.req_kwargs["timeout"] == SESSION_TIMEOUT
+    assert call.request.req_kwargs["timeout"] == 130  # the gateway's own 120 s limit on clpctl, and a margin
     assert secret_values.mask(passwords[0]) == MASK  # and for the rest of the run
 
 
-def test_gateway_create_static_site_already_exists_assumes_derived_doc_root_and_logs(mocked, gateway, caplog):
-    caplog.set_level(logging.INFO)
+def test_gateway_create_static_site_made_by_hand_is_never_given_a_guessed_doc_root(mocked, gateway):
     mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
                                            "details": "domainName: This value already exists.\n"})
 
-    site = gateway.create_static_site("example.com")
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
 
-    user = site_user_for("example.com")
-    assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=False)
+    assert "exists in CloudPanel under a site user this job did not make, and its document root cannot be read " \
+           "through the gateway: write the row's doc_root" in str(caught.value)
     assert len(mocked.calls) == 1
-    assert any(f"derived site user {user} is assumed" in message for message in caplog.messages)
 
 
 @pytest.mark.parametrize("details, reason", [({"code": 1, "out": "boom"}, '{"code": 1, "out": "boom"}'), (5, "5")])
@@ -664,12 +679,47 @@ def test_gateway_error_field_echoing_the_password_is_masked(mocked, gateway, pas
 def test_gateway_create_static_site_401_names_cloudpanel_api_token(mocked, gateway, sleeps, body, content_type):
     mocked.post(ADD_URL, status=401, body=body, content_type=content_type)
 
+    with pytest.raises(CloudPanelSetupError) as caught:  # the run stops: every row would meet it
+        gateway.create_static_site("example.com")
+
+    assert str(caught.value) == ("gateway: add the static site: the gateway refused CLOUDPANEL_API_TOKEN (HTTP 401): "
+                                 "set it to the gateway's API key")
+    assert GATEWAY_TOKEN not in str(caught.value)
+    assert caught.value.transient is False and sleeps == []
+
+
+@pytest.mark.parametrize("base", [GATEWAY_URL + "/api", GATEWAY_URL + "/api/"])
+def test_gateway_base_url_given_with_api_as_its_readme_does_is_used_without_it(mocked, gateway_session, retry, served,
+                                                                              base):
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
+    client = GatewayClient(base, GATEWAY_TOKEN, gateway_session, retry=retry, served_certificate=served)
+
+    client.create_static_site("example.com")
+
+    assert mocked.calls[0].request.url == ADD_URL
+
+
+def test_gateway_endpoint_not_found_stops_the_run_naming_cloudpanel_api_url(mocked, gateway, sleeps):
+    mocked.post(ADD_URL, status=404, json={"success": False, "error": "Endpoint not found"})
+
+    with pytest.raises(CloudPanelSetupError) as caught:
+        gateway.create_static_site("example.com")
+
+    assert str(caught.value) == ("gateway: add the static site: /api/site/add/static is not a gateway route here "
+                                 "(HTTP 404: Endpoint not found): set CLOUDPANEL_API_URL to the gateway's base URL, "
+                                 "like https://panel.example.com:3000")
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("data", ["", "Error: domainName: This value is not valid.", {"error": "no"}, None])
+def test_gateway_success_without_clpctls_success_line_is_a_failure(mocked, gateway, data):
+    """The gateway says success whenever clpctl exits 0, and clpctl exits 0 after some errors."""
+    mocked.post(ADD_URL, json={"success": True, "message": "Static site added", "data": data})
+
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
-    assert str(caught.value) == "gateway refused CLOUDPANEL_API_TOKEN (HTTP 401)"
-    assert GATEWAY_TOKEN not in str(caught.value)
-    assert caught.value.transient is False and sleeps == []
+    assert str(caught.value).startswith("gateway: add the static site: clpctl reported no success: ")
 
 
 def test_gateway_create_static_site_429_waits_the_json_retry_after_then_adds(mocked, gateway, sleeps):
@@ -730,7 +780,7 @@ def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(mocked
     (call,) = mocked.calls
     assert sent_json(call) == {"domainName": "example.com"}
     assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
-    assert call.request.req_kwargs["timeout"] == CERTIFICATE_COMMAND_TIMEOUT == 600
+    assert call.request.req_kwargs["timeout"] == 130  # not 600: the gateway gives up on clpctl after 120 s
     assert served.looks == ["example.com"]
 
 
@@ -786,7 +836,7 @@ def test_create_static_site_add_timed_out_is_not_sent_again_this_run(mocked, gat
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
-    assert str(caught.value) == ("gateway: add the static site: no answer within 7 s (timeout); it may still have "
+    assert str(caught.value) == ("gateway: add the static site: no answer within 130 s (timeout); it may still have "
                                  "been made, so it is not sent again this run")
     assert caught.value.transient and caught.value.may_have_acted
     assert len(mocked.calls) == 1 and sleeps == []
@@ -803,14 +853,19 @@ def test_gateway_create_static_site_proxy_saying_the_gateway_failed_is_not_sent_
     assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_gateway_create_static_site_already_exists_after_an_earlier_run_counts_as_made(mocked, gateway, sleeps):
+def test_gateway_create_static_site_made_by_this_job_before_counts_as_made_with_its_true_doc_root(mocked, gateway,
+                                                                                                 sleeps, caplog):
+    caplog.set_level(logging.INFO)
     mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
-                                           "details": "domainName: This value already exists.\n"})
+                                           "details": "domainName: This value already exists.\n"
+                                                      "siteUser: This value already exists.\n"})
 
     site = gateway.create_static_site("example.com")
 
-    assert site == StaticSite(document_root(site_user_for("example.com"), "example.com"), created=False)
+    user = site_user_for("example.com")
+    assert site == StaticSite(document_root(user, "example.com"), created=False)
     assert len(mocked.calls) == 1 and sleeps == []
+    assert f"CloudPanel site exists already, made by this job (its site user {user} exists too)" in caplog.messages
 
 
 def test_provision_ssl_order_timed_out_is_not_sent_again_this_run(mocked, gateway, served, sleeps):
@@ -892,8 +947,8 @@ def test_gateway_check_against_fake_gateway_wrong_key_names_cloudpanel_api_token
     with pytest.raises(CloudPanelError) as caught:
         client.check()
 
-    assert str(caught.value) == ("the gateway refused CLOUDPANEL_API_TOKEN (HTTP 401); "
-                                 "set it to the gateway's API key")
+    assert str(caught.value) == ("gateway: list users (read-only): the gateway refused CLOUDPANEL_API_TOKEN (HTTP "
+                                 "401): set it to the gateway's API key")
 
 
 def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_one_request(fake_gateway, session,

@@ -4,7 +4,7 @@ import pytest
 
 from hosting_automator.core.http import retry_after_seconds
 from hosting_automator.core.retry import RetryPolicy
-from hosting_automator.errors import MatomoError
+from hosting_automator.errors import CloudPanelError, MatomoError
 
 
 class Flaky:
@@ -42,11 +42,29 @@ def test_attempts_are_bounded(retry, sleeps):
     assert operation.calls == 4 and len(sleeps) == 3
 
 
-def test_retry_after_is_honoured_up_to_the_cap(retry, sleeps):
+def test_retry_after_up_to_the_cap_is_waited(retry, sleeps):
     operation = Flaky([MatomoError("429", transient=True, retry_after=7),
-                       MatomoError("429", transient=True, retry_after=3600)])
+                       MatomoError("429", transient=True, retry_after=60)])
     retry.call(operation, "Matomo")
     assert sleeps == [7.0, 60.0]
+
+
+def test_retry_after_beyond_the_cap_pauses_that_service_for_the_run_with_one_warning(retry, sleeps, caplog):
+    limited = Flaky([CloudPanelError("gateway: add the static site: HTTP 429 Too Many Requests", transient=True,
+                                     retry_after=900)])
+
+    with pytest.raises(CloudPanelError):
+        retry.call(limited, "CloudPanel", service="gateway")
+    later = Flaky([])
+    with pytest.raises(CloudPanelError) as caught:
+        retry.call(later, "SSL", service="gateway")
+    assert retry.call(Flaky([]), "Matomo", service="Matomo") == "done"  # other services go on
+
+    assert sleeps == [] and later.calls == 0  # not waited for, not asked again
+    assert str(caught.value) == "SSL: not asked: gateway asked this run to wait 900 s, longer than the 60 s it waits"
+    assert caught.value.transient  # the row stays as read, for the next run
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "gateway asked to wait 900 s" in warnings[0].getMessage()
 
 
 def test_budget_stops_retrying_when_the_next_wait_would_exceed_it(sleeps):

@@ -36,6 +36,7 @@ class RetryPolicy:
         self.clock = clock
         self.jitter = jitter
         self._lock = threading.Lock()
+        self._paused = {}  # service -> the error its later calls fail with, this run
         self.retries = 0  # how many times any call was tried again, for the run's figures
 
     def delay(self, attempt, retry_after=None):
@@ -46,8 +47,16 @@ class RetryPolicy:
             delay = max(delay, min(float(retry_after), self.retry_after_cap))
         return delay
 
-    def call(self, operation, what):
-        """Return operation(); try again on a transient ServiceError while attempts and budget last."""
+    def call(self, operation, what, service=None):
+        """Return operation(); try again on a transient ServiceError while attempts and budget last.
+
+        `service` names whom the operation asks (default: `what`). A service that asks for a wait longer than
+        retry_after_cap is not asked again this run: its later calls fail at once, transient, so their rows stay
+        as they are for the next run, and the rest of the run goes on."""
+        service = service or what
+        paused = self._paused.get(service)
+        if paused is not None:
+            raise paused.__class__(f"{what}: not asked: {paused}", transient=True)
         started = self.clock()
         attempt = 1
         while True:
@@ -55,6 +64,9 @@ class RetryPolicy:
                 return operation()
             except ServiceError as err:
                 if not err.transient or err.may_have_acted or attempt >= self.attempts:
+                    raise
+                if err.retry_after is not None and err.retry_after > self.retry_after_cap:
+                    self._pause(service, err)
                     raise
                 delay = self.delay(attempt, err.retry_after)
                 if self.clock() - started + delay > self.budget:
@@ -65,3 +77,14 @@ class RetryPolicy:
                     self.retries += 1
                 self.sleep(delay)
                 attempt += 1
+
+    def _pause(self, service, err):
+        with self._lock:
+            if service in self._paused:
+                return
+            self._paused[service] = err.__class__(
+                f"{service} asked this run to wait {err.retry_after:.0f} s, longer than the {self.retry_after_cap:.0f} "
+                "s it waits")
+        logger.warning("%s asked to wait %.0f s (%s), longer than the %.0f s a run waits: it is not asked again "
+                       "this run, and the rows that need it stay as they are for the next run", service,
+                       err.retry_after, err, self.retry_after_cap)

@@ -18,12 +18,14 @@ from urllib.parse import quote
 
 from hosting_automator.core.http import body_excerpt, header_retry_after, retry_after_seconds, send
 from hosting_automator.core.logging_setup import secret_values
-from hosting_automator.errors import CertificateError, CloudPanelError
+from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError
 
 logger = logging.getLogger(__name__)
 
 SITE_COMMAND_TIMEOUT = 180  # seconds; adding a site creates a Linux user and reloads nginx
 CERTIFICATE_COMMAND_TIMEOUT = 600  # each ACME challenge may wait 90 s, and there are two names
+GATEWAY_CLPCTL_LIMIT = 120  # seconds: the gateway kills every clpctl it runs after this, certificates included
+GATEWAY_ANSWER_MARGIN = 10  # for the gateway to answer after its clpctl ended
 PASSWORD_LENGTH = 32
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
@@ -82,6 +84,8 @@ class CloudPanelClient:
         self.served_certificate = served_certificate  # domain -> ServedCertificate, what the server serves now
         self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
 
+    where_site_users_are_read = "here"
+
     def existing_site_user(self, domain):
         """The site user of `domain` when CloudPanel can tell us, else None."""
         return None
@@ -90,7 +94,7 @@ class CloudPanelClient:
         """Make sure a static site for `domain` exists; return its document root and whether this call made it.
 
         Raises CloudPanelError. Every attempt looks the site up first, and "already exists" counts as made."""
-        return self.retry.call(lambda: self._find_or_add_site(domain), "CloudPanel")
+        return self.retry.call(lambda: self._find_or_add_site(domain), "CloudPanel", service="CloudPanel")
 
     def _find_or_add_site(self, domain):
         with self._slots:
@@ -104,7 +108,8 @@ class CloudPanelClient:
                 self._add_static_site(domain, site_user, password)
             except CloudPanelError as err:
                 if DOMAIN_EXISTS in str(err):
-                    return StaticSite(self._document_root_of_existing(domain, site_user), created=False)
+                    return StaticSite(self._document_root_of_existing(domain, site_user, SITE_USER_EXISTS in str(err)),
+                                      created=False)
                 if SITE_USER_EXISTS in str(err):
                     raise CloudPanelError(
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
@@ -113,14 +118,22 @@ class CloudPanelClient:
             logger.info("CloudPanel site created (site user %s)", site_user)
             return StaticSite(document_root(site_user, domain), created=True)
 
-    def _document_root_of_existing(self, domain, derived_user):
+    def _document_root_of_existing(self, domain, derived_user, derived_user_exists):
+        """The document root of a site that exists already. Only a value read or known is returned, never a guess:
+        when CloudPanel's database cannot tell, a site this job made is known by its derived site user, which
+        exists too (clpctl's validation names both); a site made by hand under another user fails the row."""
         site_user = self.existing_site_user(domain)
         if site_user:
             logger.info("CloudPanel site exists already (site user %s)", site_user)
             return document_root(site_user, domain)
-        logger.info("CloudPanel site exists already; its site user cannot be read here, so the document root "
-                    "of the derived site user %s is assumed", derived_user)
-        return document_root(derived_user, domain)
+        if derived_user_exists:
+            logger.info("CloudPanel site exists already, made by this job (its site user %s exists too)",
+                        derived_user)
+            return document_root(derived_user, domain)
+        raise CloudPanelError(
+            f"{domain} exists in CloudPanel under a site user this job did not make, and its document root cannot "
+            f"be read {self.where_site_users_are_read}: write the row's doc_root (/home/<site user>/htdocs/{domain}) "
+            "and set status_hosting to active by hand, or delete the site in CloudPanel and set the row to pending")
 
     def provision_ssl(self, domain, new_site=False):
         """Install a Let's Encrypt certificate (it covers the name and its www./apex twin) unless a valid one is
@@ -147,7 +160,7 @@ class CloudPanelClient:
                 self._install_certificate(domain)
             logger.info("Let's Encrypt certificate installed")
 
-        self.retry.call(attempt, "SSL")
+        self.retry.call(attempt, "SSL", service="CloudPanel")
 
     def check(self):
         """Read-only: return a line saying the transport works, or raise CloudPanelError saying why not."""
@@ -162,6 +175,8 @@ class CloudPanelClient:
 
 class ClpctlClient(CloudPanelClient):
     """Runs clpctl on this server (as root: site and certificate commands exist only for root)."""
+
+    where_site_users_are_read = "in CloudPanel's database (CLOUDPANEL_DB_PATH, read as root)"
 
     def __init__(self, clpctl="clpctl", db_path=None, concurrency=1, lock_fd=None, *, retry, served_certificate):
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
@@ -179,6 +194,13 @@ class ClpctlClient(CloudPanelClient):
                 row = connection.execute("SELECT user FROM site WHERE domain_name = ?", (domain,)).fetchone()
             finally:
                 connection.close()
+        except sqlite3.OperationalError as err:
+            if "locked" in str(err) or "busy" in str(err):  # CloudPanel writing it for longer than we wait
+                raise CloudPanelError(f"CloudPanel's database {self.db_path} stayed locked ({err})",
+                                      transient=True) from err
+            raise CloudPanelError(
+                f"cannot read CloudPanel's database {self.db_path} ({err}); run as root, or fix CLOUDPANEL_DB_PATH"
+            ) from err
         except sqlite3.Error as err:
             raise CloudPanelError(
                 f"cannot read CloudPanel's database {self.db_path} ({err}); run as root, or fix CLOUDPANEL_DB_PATH"
@@ -247,44 +269,48 @@ def _kill_group(process):
 
 
 class GatewayClient(CloudPanelClient):
-    """Talks to a clpctl HTTP gateway (cloudpanel-api); it cannot say who owns an existing site."""
+    """Talks to a clpctl HTTP gateway (cloudpanel-api), which runs clpctl through a shell and answers with its
+    output. It cannot say who owns an existing site, and it kills every clpctl after GATEWAY_CLPCTL_LIMIT."""
+
+    where_site_users_are_read = "through the gateway"
 
     def __init__(self, base_url, api_token, session, concurrency=1, *, retry, served_certificate):
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
-        self.base_url = base_url
+        base_url = base_url.rstrip("/")
+        # the gateway's own README gives its base URL with /api; the routes below carry it already
+        self.base_url = base_url[:-len("/api")] if base_url.endswith("/api") else base_url
         self.session = session
         self.headers = {"X-API-Key": api_token}
 
     def _add_static_site(self, domain, site_user, password):
         self._post("/api/site/add/static", {"domainName": domain, "siteUser": site_user,
-                                            "siteUserPassword": password}, "add the static site", CloudPanelError)
+                                            "siteUserPassword": password}, "add the static site", SITE_ADDED,
+                   CloudPanelError)
 
     def _install_certificate(self, domain):
-        # The gateway runs clpctl while we wait: give it the certificate's minutes, not HTTP_TIMEOUT.
         self._post("/api/letsencrypt/install-certificate", {"domainName": domain}, "install the certificate",
-                   CertificateError, timeout=CERTIFICATE_COMMAND_TIMEOUT)
+                   CERTIFICATE_INSTALLED, CertificateError)
 
     def check(self):
+        """Read-only: the gateway answers, accepts the key, and has its routes where CLOUDPANEL_API_URL says."""
         health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
         if health.status_code != 200:
-            raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}")
+            raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}: "
+                                  f"{_gateway_reason(health)}")
         response = send(self.session, "GET", self.base_url + "/api/user/list", headers=self.headers,
                         error=CloudPanelError, what="gateway", retry_after=_gateway_retry_after)
-        if response.status_code in (401, 403):
-            raise CloudPanelError(f"the gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code}); "
-                                  "set it to the gateway's API key")
+        self._refuse_setup_errors(response, "list users (read-only)")
         if response.status_code != 200:
-            raise CloudPanelError(f"gateway answered HTTP {response.status_code} to a read-only request")
+            raise CloudPanelError(f"gateway answered HTTP {response.status_code} to a read-only request: "
+                                  f"{_gateway_reason(response)}")
         return f"gateway {self.base_url} reachable, key accepted"
 
-    def _post(self, path, payload, what, error, timeout=None):
-        kwargs = {"timeout": timeout} if timeout else {}
+    def _post(self, path, payload, what, success_text, error):
+        # The gateway answers once clpctl is done or killed: wait a little longer than its limit, and no longer.
         response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
                         error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, creates=True,
-                        **kwargs)
-        # before the body: a proxy in front of the gateway refuses a key with an HTML page
-        if response.status_code in (401, 403):
-            raise error(f"gateway refused CLOUDPANEL_API_TOKEN (HTTP {response.status_code})")
+                        timeout=GATEWAY_CLPCTL_LIMIT + GATEWAY_ANSWER_MARGIN)
+        self._refuse_setup_errors(response, what)
         try:
             body = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python reads
@@ -293,14 +319,43 @@ class GatewayClient(CloudPanelClient):
             raise error(f"gateway: {what}: HTTP {response.status_code} with a body that is not JSON: "
                         f"{body_excerpt(response)}")
         if response.status_code == 200 and body.get("success") is True:
+            # success means clpctl exited 0, and clpctl exits 0 after some errors: its own success line decides
+            output = body.get("data")
+            shown = output if isinstance(output, str) else json.dumps(output)
+            if success_text not in shown:
+                raise error(f"gateway: {what}: clpctl reported no success: {clpctl_reason(shown)}")
             return body
-        details = body.get("details")
-        if isinstance(details, list):
-            details = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in details)
-        elif details is not None and not isinstance(details, str):
-            details = json.dumps(details)
-        reason = clpctl_reason(details or str(body.get("error") or "no reason given"))
-        raise error(f"gateway: {what}: HTTP {response.status_code}: {reason}")
+        raise error(f"gateway: {what}: HTTP {response.status_code}: {_gateway_reason(response, body)}")
+
+    def _refuse_setup_errors(self, response, what):
+        """Answers that every row would get: the run stops at the first, naming the setting. Checked before the
+        body, since a proxy in front of the gateway may answer them with an HTML page."""
+        if response.status_code in (401, 403):
+            raise CloudPanelSetupError(f"gateway: {what}: the gateway refused CLOUDPANEL_API_TOKEN (HTTP "
+                                       f"{response.status_code}): set it to the gateway's API key")
+        if response.status_code in (404, 405):
+            raise CloudPanelSetupError(
+                f"gateway: {what}: {response.request.path_url} is not a gateway route here (HTTP "
+                f"{response.status_code}: {_gateway_reason(response)}): set CLOUDPANEL_API_URL to the gateway's "
+                "base URL, like https://panel.example.com:3000")
+
+
+def _gateway_reason(response, body=None):
+    """What the gateway said went wrong: its `details` (clpctl's output, or a list of validation messages), else
+    its `error`, else the body's text."""
+    if body is None:
+        try:
+            body = response.json()
+        except (ValueError, RecursionError):
+            return body_excerpt(response)
+    if not isinstance(body, dict):
+        return body_excerpt(response)
+    details = body.get("details")
+    if isinstance(details, list):
+        details = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in details)
+    elif details is not None and not isinstance(details, str):
+        details = json.dumps(details)
+    return clpctl_reason(details or str(body.get("error") or "no reason given"))
 
 
 def _gateway_retry_after(response):

@@ -40,7 +40,7 @@ class MatomoClient:
 
     def create_tracking_site(self, domain):
         """The idSite of `domain`, creating the site when Matomo has none; every attempt looks it up first."""
-        return self.retry.call(lambda: self._find_or_add(domain), "Matomo")
+        return self.retry.call(lambda: self._find_or_add(domain), "Matomo", service="Matomo")
 
     def _find_or_add(self, domain):
         site_id = self.find_site(domain)

@@ -69,7 +69,8 @@ class SupabaseClient:
         """
         last_id = None
         while True:
-            page = self.retry.call(lambda: self._fetch_page(statuses, last_id, page_size), "read the pending sites")
+            page = self.retry.call(lambda: self._fetch_page(statuses, last_id, page_size), "read the pending sites",
+                                   service="Supabase")
             logger.debug("Read %d pending rows after id %s", len(page), last_id)
             yield from page
             if len(page) < page_size:
@@ -120,7 +121,7 @@ class SupabaseClient:
                     "SUPABASE_SERVICE_KEY to the service_role or sb_secret_ key")
             return False
 
-        return self.retry.call(attempt, what)
+        return self.retry.call(attempt, what, service="Supabase")
 
     def _current_outcome(self, site_id):
         rows = self._execute(self._table().select(",".join(OUTCOME_COLUMNS)).eq("id", site_id), f"re-read site {site_id}")
@@ -129,7 +130,7 @@ class SupabaseClient:
     def check_table(self):
         """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
         self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
-                        "read the table")
+                        "read the table", service="Supabase")
 
     def _execute(self, query, what):
         """Run one supabase-py query; its rows. An update asks for the rows it changed back: none means the

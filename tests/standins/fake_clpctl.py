@@ -298,10 +298,14 @@ def _site_add_static(conn, o):
         return 1, "siteUserPassword: This value is too short. It should have 8 characters or more."
     if len(password) > 200:
         return 1, "siteUserPassword: This value is too long. It should have 200 characters or less."
+    # Symfony's validator reports every violation at once, one line each
+    violations = []
     if conn.execute("SELECT 1 FROM site WHERE domain_name = ?", (domain,)).fetchone():
-        return 1, "domainName: This value already exists."
+        violations.append("domainName: This value already exists.")
     if user in SYSTEM_USERS or conn.execute("SELECT 1 FROM site WHERE user = ?", (user,)).fetchone():
-        return 1, "siteUser: This value already exists."
+        violations.append("siteUser: This value already exists.")
+    if violations:
+        return 1, "\n".join(violations)
     conn.execute("INSERT INTO site (domain_name, user, type, root_directory, created_at) VALUES (?, ?, ?, ?, ?)",
                  (domain, user, "static", f"/home/{user}/htdocs/{domain}", _now()))
     return 0, f"Site {domain} has been added."
