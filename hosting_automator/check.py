@@ -66,9 +66,17 @@ def _https_endpoint(settings):
 
 
 def _writable(path, setting):
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise HostingAutomatorError(f"{setting} {path} cannot be written ({err.strerror})") from err
-    os.close(fd)
-    return f"{path} is writable"
+    """Whether the run could write `path`, found without creating it: --check is read-only, and a lock file that
+    a --check as root created would be one a later run under another user could not open."""
+    if os.path.isdir(path):
+        raise HostingAutomatorError(f"{setting} {path} cannot be written (it is a directory)")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise HostingAutomatorError(f"{setting} {path} cannot be written (no write permission)")
+        return f"{path} is writable"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise HostingAutomatorError(f"{setting} {path} cannot be created (its directory {directory} does not exist)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise HostingAutomatorError(f"{setting} {path} cannot be created (no write permission in {directory})")
+    return f"{path} would be created (its directory {directory} is writable)"

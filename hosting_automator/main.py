@@ -9,7 +9,7 @@ import threading
 
 from hosting_automator import report
 from hosting_automator.check import run_checks
-from hosting_automator.core.config import env_file_readable_by_others, load_settings
+from hosting_automator.core.config import MAX_WORKERS, env_file_readable_by_others, load_settings, whole_number
 from hosting_automator.core.lock import RunLock
 from hosting_automator.core.logging_setup import configure_logging, secret_values
 from hosting_automator.core.retry import RetryPolicy
@@ -23,8 +23,35 @@ logger = logging.getLogger("hosting_automator")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse ends the process on a usage error by itself (exit 2); a tool that asked for --json still gets its
+    document first. Whether it asked is read from the raw arguments, since none were parsed."""
+
+    def __init__(self, argv, **kwargs):
+        super().__init__(**kwargs)
+        self.raw_arguments = list(argv)
+
+    def error(self, message):
+        if _named(self.raw_arguments, "--json", 3):
+            _write_json([], message, EXIT_USAGE, _named(self.raw_arguments, "--dry-run", 4))
+        super().error(message)
+
+
+def _named(argv, option, shortest):
+    """Whether `option` is among `argv`, as argparse would take it: whole, or cut to a prefix of at least
+    `shortest` characters."""
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if len(name) >= shortest and option.startswith(name):
+            return True
+    return False
+
+
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
+        sys.argv[1:] if argv is None else argv,
         prog="hosting-automator",
         description="Turn sites whose DNS is ready into live CloudPanel sites on HTTPS with Matomo tracking.",
     )
@@ -39,7 +66,8 @@ def parse_arguments(argv):
     verbosity.add_argument("-v", "--verbose", action="store_true", help="more console output")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print nothing when all is well")
     parser.add_argument("--json", action="store_true", help="write the run's outcome as JSON on stdout")
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="process up to N sites at once")
+    parser.add_argument("--workers", type=_worker_count, metavar="N",
+                        help=f"process up to N sites at once (1 to {MAX_WORKERS})")
     return parser.parse_args(argv)
 
 
@@ -49,20 +77,32 @@ def _positive_int(text):
     return int(text)
 
 
+def _worker_count(text):
+    number = whole_number(text, 1, MAX_WORKERS)
+    if number is None:
+        shown = repr(text) if len(text) <= 40 else f"{text[:37]!r}… ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_WORKERS}, got {shown}")
+    return number
+
+
 def main(argv=None):
     arguments = parse_arguments(argv)
     try:
         settings = load_settings(arguments.env_file)
     except ConfigurationError as err:
         print(f"hosting-automator: {err}", file=sys.stderr)
+        _report(arguments, [], str(err), EXIT_USAGE)
         return EXIT_USAGE
     for secret in settings.secrets:
         secret_values.add(secret)
     console_level = logging.DEBUG if arguments.verbose else logging.ERROR if arguments.quiet else logging.INFO
     try:
-        recent_lines = configure_logging(settings.log_file, console_level)
+        # --check is read-only: it looks at whether the log file could be written, and creates none
+        recent_lines = configure_logging(None if arguments.check else settings.log_file, console_level)
     except OSError as err:
-        print(f"hosting-automator: LOG_FILE {settings.log_file} cannot be written ({err.strerror})", file=sys.stderr)
+        summary = f"LOG_FILE {settings.log_file} cannot be written ({err.strerror})"
+        print(f"hosting-automator: {summary}", file=sys.stderr)
+        _report(arguments, [], summary, EXIT_USAGE)
         return EXIT_USAGE
     if settings.env_file and env_file_readable_by_others(settings.env_file):
         logger.warning("%s holds secrets and other users can read it: chmod 600 %s", settings.env_file,
@@ -90,7 +130,9 @@ def run(settings, arguments, recent_lines):
                 _report(arguments, [], summary, EXIT_OK)
                 return EXIT_OK
         except OSError as err:
-            logger.error("LOCK_FILE %s cannot be opened (%s)", settings.lock_file, err.strerror)
+            summary = f"LOCK_FILE {settings.lock_file} cannot be opened ({err.strerror})"
+            logger.error("%s", summary)
+            _report(arguments, [], summary, EXIT_USAGE)
             return EXIT_USAGE
     limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
     options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
@@ -131,11 +173,15 @@ def _report(arguments, outcomes, summary, exit_code):
     """What the run did, on stdout: JSON with --json (always a document, even when nothing ran), else the table
     (failures only with -q). stdout does not pass through the logging filters: masked here."""
     if arguments.json:
-        for chunk in report.json_chunks(outcomes, summary, exit_code, arguments.dry_run):
-            sys.stdout.write(secret_values.mask(chunk))
+        _write_json(outcomes, summary, exit_code, arguments.dry_run)
         return
     for line in report.table_lines(outcomes, failures_only=arguments.quiet):
         print(secret_values.mask(line))
+
+
+def _write_json(outcomes, summary, exit_code, dry_run):
+    for chunk in report.json_chunks(outcomes, summary, exit_code, dry_run):
+        sys.stdout.write(secret_values.mask(chunk))
 
 
 def _sleep_unless_stopped(stop, seconds):

@@ -1,5 +1,6 @@
 """Settings: every problem named at once, .env read with the real environment winning."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,9 +45,9 @@ def test_load_settings_malformed_values_are_all_reported_together(tmp_path, monk
     problems = problems_of(environ)
     assert len(problems) == 7
     assert "SUPABASE_URL must be an http:// or https:// URL, got 'project.supabase.co'" in problems
-    assert "HTTP_TIMEOUT must be a positive number of seconds (e.g. 30 or 0.5), got 'soon'" in problems
-    assert "WORKERS must be a whole number of at least 1, got '0'" in problems
-    assert "MAX_SITES_PER_RUN must be a whole number of at least 0, got '-1'" in problems
+    assert "HTTP_TIMEOUT must be a positive number of seconds up to 600 (e.g. 30 or 0.5), got 'soon'" in problems
+    assert "WORKERS must be a whole number from 1 to 64, got '0'" in problems
+    assert "MAX_SITES_PER_RUN must be a whole number from 0 to 10000, got '-1'" in problems
 
 
 @pytest.mark.parametrize("present", ["CLOUDPANEL_API_URL", "CLOUDPANEL_API_TOKEN"])
@@ -199,7 +200,7 @@ def test_command_with_an_unreadable_env_file_prints_the_problem_and_exits_2(tmp_
 def test_load_settings_non_ascii_digits_are_refused_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert problems_of(dict(REQUIRED, MAX_SITES_PER_RUN="²")) == [
-        "MAX_SITES_PER_RUN must be a whole number of at least 0, got '²'"]
+        "MAX_SITES_PER_RUN must be a whole number from 0 to 10000, got '²'"]
 
 
 def test_settings_secrets_include_a_password_written_into_a_service_url(tmp_path, monkeypatch):
@@ -216,3 +217,146 @@ def test_load_settings_supabase_url_with_its_rest_path_is_refused_naming_the_pro
     assert problems_of(dict(REQUIRED, SUPABASE_URL=url)) == [
         f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the /rest/v1 of its API, "
         f"got {url!r}"]
+
+
+def test_load_settings_counts_and_timeouts_beyond_what_can_help_are_refused_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    environ = dict(REQUIRED, WORKERS="1000000000000", CLOUDPANEL_CONCURRENCY="65", HTTP_TIMEOUT="1e10",
+                   MAX_SITES_PER_RUN="9" * 5000)
+    assert problems_of(environ) == [
+        "HTTP_TIMEOUT must be a positive number of seconds up to 600 (e.g. 30 or 0.5), got '1e10'",
+        "MAX_SITES_PER_RUN must be a whole number from 0 to 10000, got '9999999999999999999999999999999999999…' "
+        "(5000 characters)",
+        "WORKERS must be a whole number from 1 to 64, got '1000000000000'",
+        "CLOUDPANEL_CONCURRENCY must be a whole number from 1 to 64, got '65'",
+    ]
+    settings = load_settings(environ=dict(REQUIRED, WORKERS="64", CLOUDPANEL_CONCURRENCY="64", HTTP_TIMEOUT="600",
+                                          MAX_SITES_PER_RUN="10000"))
+    assert (settings.workers, settings.cloudpanel_concurrency, settings.http_timeout,
+            settings.max_sites_per_run) == (64, 64, 600.0, 10000)
+
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize("name", ["SUPABASE_URL", "MATOMO_API_URL", "CLOUDPANEL_API_URL", "HEALTHCHECK_URL"])
+def test_load_settings_a_service_url_whose_host_name_cannot_be_used_is_refused_without_its_password(
+        name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"https://ops:pa55-in-url@{LONG_LABEL}.example/x"
+    environ = dict(REQUIRED, CLOUDPANEL_API_TOKEN="gateway-token", **{name: url})
+    if name != "CLOUDPANEL_API_URL":
+        environ["CLOUDPANEL_API_URL"] = "https://panel.example:3000"
+    problems = problems_of(environ)
+    assert problems == [f"{name} has a host name that cannot be used (label 'aaaaaaaaaaaaaaaaaaaa…' is 64 characters "
+                        f"long, more than the 63 allowed), got 'https://***@{LONG_LABEL}.example/x'"]
+    assert "pa55-in-url" not in "".join(problems)
+
+
+def test_load_settings_host_names_are_refused_exactly_when_they_cannot_be_used(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    unusable = [f"{LONG_LABEL}.example", "a..example", ".".join(["a" * 63] * 4), "bad host.example",
+                "ex\N{NO-BREAK SPACE}ample.org"]  # the last: IDNA refuses it
+    usable = ["a" * 63 + ".example", "stats.example.org.", "bücher.example", "supabase_kong", "localhost",
+              "10.0.0.7", "[2001:db8::1]"]
+    refused = {}
+    for host in unusable + usable:
+        environ = dict(REQUIRED, SUPABASE_URL=f"http://{host}:8000", CLOUDPANEL_HTTPS_ADDRESS=f"{host}:443")
+        try:
+            settings = load_settings(environ=environ)
+        except ConfigurationError as err:
+            refused[host] = [problem.split(" (")[0] for problem in err.problems]
+        else:
+            assert settings.cloudpanel_https_host == host.strip("[]")
+    assert refused == {host: ["SUPABASE_URL has a host name that cannot be used",
+                              "CLOUDPANEL_HTTPS_ADDRESS has a host name that cannot be used"] for host in unusable}
+
+
+def test_load_settings_a_refused_url_is_shown_without_the_password_written_into_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    problems = problems_of(dict(REQUIRED, MATOMO_API_URL="ftp://ops:m4tomo/pw@stats.example.org",
+                                SUPABASE_URL="https://svc:supa-pw-1@abcd.supabase.co/rest/v1"))
+    assert problems == [
+        "SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the /rest/v1 of its API, "
+        "got 'https://***@abcd.supabase.co/rest/v1'",
+        "MATOMO_API_URL must be an http:// or https:// URL, got 'ftp://***@stats.example.org'",
+    ]
+
+
+def test_command_with_unusable_settings_names_every_one_and_exits_2_without_a_traceback(tmp_path):
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    environ.update(REQUIRED, PYTHONPATH=str(REPO), SUPABASE_URL=f"https://svc:supa-pw-1@{LONG_LABEL}.supabase.co",
+                   CLOUDPANEL_HTTPS_ADDRESS=f"{LONG_LABEL}.example:443", HTTP_TIMEOUT="1e10",
+                   WORKERS="1000000000000", LOG_FILE=str(tmp_path / "run.log"), LOCK_FILE=str(tmp_path / "run.lock"))
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main"], cwd=tmp_path, env=environ,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("hosting-automator:") == 1
+    for name in ("SUPABASE_URL has a host name", "CLOUDPANEL_HTTPS_ADDRESS has a host name", "HTTP_TIMEOUT must",
+                 "WORKERS must"):
+        assert f"  - {name}" in result.stderr
+    assert "supa-pw-1" not in result.stderr
+    assert not (tmp_path / "run.lock").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "1000000000000"])
+def test_workers_option_outside_1_to_64_is_a_usage_error(workers, capsys):
+    from hosting_automator.main import parse_arguments
+
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(["--workers", workers])
+    assert exited.value.code == 2
+    assert f"error: argument --workers: must be a whole number from 1 to 64, got '{workers}'" in capsys.readouterr().err
+    assert parse_arguments(["--workers", "64"]).workers == 64
+
+
+def test_command_with_an_env_file_it_may_not_read_exits_2_naming_it(tmp_path):
+    """An --env-file the job may not read (chmod 000) is one configuration message and exit 2, not a traceback.
+
+    The tests may run as root, which reads a chmod 000 file anyway; there the file is replaced by a directory, which
+    open() refuses with an OSError as well (Is a directory), so the same path through the code is taken."""
+    env = tmp_path / "prod.env"
+    env.write_text("SUPABASE_SERVICE_KEY=sb_secret_in_the_file\n")
+    env.chmod(0)
+    if os.access(env, os.R_OK):  # root
+        env.unlink()
+        env.mkdir()
+        reason = "Is a directory"
+    else:
+        reason = "Permission denied"
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main", "--env-file", str(env)], cwd=tmp_path,
+                            env=dict(environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"  - {env} cannot be read: {reason}\n" in result.stderr
+    assert result.stderr.count("hosting-automator:") == 1
+
+
+def test_json_option_writes_the_document_when_settings_stop_the_run(tmp_path):
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main", "--json", "--dry-run"], cwd=tmp_path,
+                            env=dict(environ, PYTHONPATH=str(REPO), MATOMO_API_TOKEN="tok-en-in-env",
+                                     SUPABASE_URL="https://svc:supa-pw-1@abcd.supabase.co/rest/v1"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document == {
+        "summary": "Configuration problems:\n"
+                   "  - SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the /rest/v1 "
+                   "of its API, got 'https://***@abcd.supabase.co/rest/v1'\n"
+                   "  - SUPABASE_SERVICE_KEY is not set\n  - MATOMO_API_URL is not set",
+        "exit_code": 2, "dry_run": True, "sites": []}
+
+
+@pytest.mark.parametrize("arguments", [["--json", "--workers", "0"], ["--js", "--limit", "x"]])
+def test_json_option_writes_the_document_on_a_usage_error(arguments, tmp_path):
+    environ = {key: value for key, value in os.environ.items() if key not in REQUIRED}
+    result = subprocess.run([sys.executable, "-m", "hosting_automator.main", *arguments], cwd=tmp_path,
+                            env=dict(environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert (document["exit_code"], document["dry_run"], document["sites"]) == (2, False, [])
+    assert document["summary"] in result.stderr  # the same words argparse printed after its usage line
+    assert document["summary"].startswith(f"argument {arguments[1]}: ")

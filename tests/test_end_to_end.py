@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hosting_automator.services.cloudpanel_client import site_user_for
-from tests.harness import run_job
+from tests.harness import run_job, start_job
 from tests.standins.clpctl_state import certificate_requests, read_sites, write_control
 from tests.standins.faults import Fault
 
@@ -285,3 +285,41 @@ def test_verbose_shows_each_command_and_request_on_the_console_but_not_in_the_fi
     assert "DEBUG [verbose.example.test] POST " + standins.matomo.url in result.stderr
     assert "DEBUG Read 1 pending rows after id None" in result.stderr
     assert " DEBUG " not in result.log  # the file keeps INFO and up
+
+
+def test_a_log_file_that_cannot_be_written_is_one_message_and_the_run_still_does_its_work(standins):
+    ids = add_rows(standins, {"domain": "full.example.test"}, {"domain": "bad..example.test"})
+    # not run_job: it reads the log file afterwards, and /dev/full reads as endless zeros
+    process = start_job(standins, overrides={"LOG_FILE": "/dev/full"})
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1  # the run's own outcome: one site failed
+    assert stderr.count("hosting-automator: LOG_FILE /dev/full cannot be written (No space left on device); "
+                        "log lines go to the console only from now on\n") == 1
+    assert "Logging error" not in stderr and "Traceback" not in stderr
+    assert "ERROR Run finished: 1 active (0 without Matomo), 1 failed" in stderr
+    assert [standins.postgrest.get(i)["status_hosting"] for i in ids] == ["active", "failed"]
+
+
+@pytest.mark.parametrize("transport", ["clpctl", "gateway"])
+def test_duplicate_rows_with_many_workers_create_one_site_one_certificate_one_matomo_site(tmp_path, transport):
+    from tests.standins import start_all
+
+    standins = start_all(tmp_path / "standins", gateway=transport == "gateway")
+    try:
+        ids = [standins.postgrest.insert({"domain": name, "status_dns": "active", "status_hosting": "pending"})["id"]
+               for name in ("shop.example.test", "Shop.example.test", "shop.example.test.")]
+
+        result = run_job(standins, "--workers", "3", overrides={"CLOUDPANEL_CONCURRENCY": "4"})
+
+        assert result.returncode == 1  # the duplicates fail, naming the row that owns the site
+        assert [site["domain_name"] for site in read_sites(standins.db_path)] == ["shop.example.test"]
+        assert len(certificate_requests(standins.db_path, "shop.example.test")) == 1
+        assert [site["name"] for site in standins.matomo.sites.values()] == ["shop.example.test"]
+        rows = [standins.postgrest.get(row_id) for row_id in ids]
+        assert rows[0]["status_hosting"] == "active"
+        for duplicate in rows[1:]:
+            assert (duplicate["status_hosting"], duplicate["error_message"]) == (
+                "failed", f"duplicate: row {ids[0]} is the same site (shop.example.test) and is set up instead of "
+                          "this one")
+    finally:
+        standins.stop()

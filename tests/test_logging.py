@@ -133,6 +133,24 @@ def test_a_log_file_that_is_not_a_regular_file_is_written_and_never_rotated(caps
     assert not os.path.exists("/dev/null.1")
 
 
+def test_a_log_file_that_cannot_be_written_is_one_message_and_the_console_goes_on(capsys):
+    console = io.StringIO()
+    configure_logging("/dev/full", console_stream=console)  # every write there fails: No space left on device
+    logger = logging.getLogger("hosting_automator.test")
+    for index in range(30):
+        logger.info("line %02d", index)
+    notice = ("hosting-automator: LOG_FILE /dev/full cannot be written (No space left on device); log lines go to "
+              "the console only from now on\n")
+    shown = console.getvalue()
+    assert shown.count("hosting-automator: LOG_FILE") == 1 and notice in shown
+    assert [line[20:] for line in shown.splitlines() if "INFO" in line] == [f"INFO line {n:02d}" for n in range(30)]
+    assert "Logging error" not in capsys.readouterr().err
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+    handler.flush()  # what logging does at exit: the given-up file is neither written nor reopened
+    handler.close()
+    assert "Logging error" not in capsys.readouterr().err
+
+
 def test_secret_values_mask_hides_any_eight_characters_in_a_row_of_a_secret():
     values = SecretValues()
     token = "7f3c9a1be24d4c6f8a0b1c2d3e4f5a6b"

@@ -25,6 +25,19 @@ def test_check_against_working_services_passes_every_line(standins):
     assert standins.matomo.sites == {}
 
 
+def test_check_creates_neither_the_log_file_nor_the_lock_file(standins, tmp_path):
+    log_file, lock_file = tmp_path / "job" / "run.log", tmp_path / "job" / "run.lock"
+    log_file.parent.mkdir()
+    result = run_job(standins, "--check", overrides={"LOG_FILE": log_file, "LOCK_FILE": lock_file})
+    lines = check_lines(result)
+    assert lines["PASS  log file"] == (f"PASS  log file: {log_file} would be created (its directory "
+                                       f"{log_file.parent} is writable)")
+    assert lines["PASS  lock file"] == (f"PASS  lock file: {lock_file} would be created (its directory "
+                                        f"{lock_file.parent} is writable)")
+    assert list(log_file.parent.iterdir()) == []
+    assert "PASS  settings" in lines and "Traceback" not in result.stderr
+
+
 def test_check_names_the_fix_for_each_broken_service(standins):
     standins.postgrest.columns.remove("matomo_id")
     standins.matomo.superuser = False
@@ -35,8 +48,8 @@ def test_check_names_the_fix_for_each_broken_service(standins):
     assert "apply supabase/migrations/20261125000000_hosting_columns.sql" in lines["FAIL  Supabase"]
     assert "not a super user" in lines["FAIL  Matomo"] and "MATOMO_API_TOKEN" in lines["FAIL  Matomo"]
     assert lines["FAIL  HTTPS"].startswith("FAIL  HTTPS: CLOUDPANEL_HTTPS_ADDRESS 127.0.0.1:9 cannot be reached (")
-    assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be written "
-                                        "(No such file or directory)")
+    assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be created "
+                                        "(its directory /nonexistent-dir does not exist)")
 
 
 def test_check_wrong_key_and_token_name_the_settings(standins):

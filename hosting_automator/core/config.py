@@ -1,6 +1,7 @@
 """Settings from the environment and a .env file, checked all at once so one message names every problem."""
 
 import io
+import ipaddress
 import logging
 import os
 import re
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import idna
 from dotenv import dotenv_values
 
 from hosting_automator.errors import ConfigurationError
@@ -20,12 +22,24 @@ DEFAULT_HTTPS_ADDRESS = "127.0.0.1:443"
 # Let's Encrypt allows 300 new orders per account per 3 hours. A run every 15 minutes is 12 runs in 3 hours;
 # 20 sites a run is at most 240 orders, leaving room for retried and manual orders.
 DEFAULT_MAX_SITES_PER_RUN = 20
+# Ranges that work. A run takes 20 sites by default and every site waits on clpctl, so no more than 64 workers or
+# CloudPanel calls at once can help; a larger count only costs threads and connections (10^12 of them hung the run).
+MAX_WORKERS = 64
+MAX_CLOUDPANEL_CONCURRENCY = 64
+# No service needs 10 minutes to answer a request; a huge value (1e10) overflows the socket's own timeout.
+MAX_HTTP_TIMEOUT = 600
+MAX_SITES_PER_RUN_LIMIT = 10000
+MAX_HOST_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, less the length byte and the root label
+MAX_HOST_LABEL_LENGTH = 63
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # The name of a .env line's variable, shown only when the line plainly starts with one; never anything after "=".
 _ENV_LINE_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _LINE_NUMBER = re.compile(r"\bline (\d+)")
+# An ASCII host label as resolvers take it: underscores included, since internal names (a Docker service such as
+# supabase_kong) carry them although IDNA 2008 does not allow them.
+_ASCII_HOST_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,7 @@ def load_settings(env_file=None, environ=None):
     supabase_url = reader.url("SUPABASE_URL", required=True)
     if supabase_url and "/rest/v1" in urlsplit(supabase_url).path:
         problems.append(f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the "
-                        f"/rest/v1 of its API, got {supabase_url!r}")
+                        f"/rest/v1 of its API, got {without_credentials(supabase_url)!r}")
     supabase_key = reader.text("SUPABASE_SERVICE_KEY", required=True)
     matomo_url = reader.url("MATOMO_API_URL", required=True)
     matomo_token = reader.text("MATOMO_API_TOKEN", required=True)
@@ -125,15 +139,15 @@ def load_settings(env_file=None, environ=None):
         sites_table=table,
         log_file=reader.text("LOG_FILE") or "hosting_automator.log",
         lock_file=reader.text("LOCK_FILE") or default_lock_file(),
-        http_timeout=reader.number("HTTP_TIMEOUT", DEFAULT_HTTP_TIMEOUT),
+        http_timeout=reader.seconds("HTTP_TIMEOUT", DEFAULT_HTTP_TIMEOUT, MAX_HTTP_TIMEOUT),
         matomo_site_timezone=reader.text("MATOMO_SITE_TIMEZONE"),
         matomo_site_currency=currency,
         healthcheck_url=(reader.url("HEALTHCHECK_URL") or "").rstrip("/") or None,
         cloudpanel_https_host=https_host,
         cloudpanel_https_port=https_port,
-        max_sites_per_run=reader.integer("MAX_SITES_PER_RUN", DEFAULT_MAX_SITES_PER_RUN, minimum=0),
-        workers=reader.integer("WORKERS", 1, minimum=1),
-        cloudpanel_concurrency=reader.integer("CLOUDPANEL_CONCURRENCY", 1, minimum=1),
+        max_sites_per_run=reader.integer("MAX_SITES_PER_RUN", DEFAULT_MAX_SITES_PER_RUN, 0, MAX_SITES_PER_RUN_LIMIT),
+        workers=reader.integer("WORKERS", 1, 1, MAX_WORKERS),
+        cloudpanel_concurrency=reader.integer("CLOUDPANEL_CONCURRENCY", 1, 1, MAX_CLOUDPANEL_CONCURRENCY),
         env_file=used_env_file,
     )
     if problems:
@@ -195,6 +209,68 @@ def matomo_api_endpoint(url):
     return url if url.endswith("index.php") else url + "/index.php"
 
 
+def whole_number(text, minimum, maximum):
+    """`text` as a whole number from `minimum` to `maximum`, or None. Only ASCII digits count (int() takes "²" and
+    "٣"), and a string of digits too long for the range is refused before int() could choke on it."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(maximum)):
+        return None
+    number = int(text)
+    return number if minimum <= number <= maximum else None
+
+
+def _shortened(value, limit=40):
+    """A refused number as the message quotes it: thousands of digits would bury the message."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit - 2]}…' ({len(value)} characters)"
+
+
+def without_credentials(url):
+    """`url` as it may appear in a message: a `user:password@` written into it becomes `***@`. Nothing is masked
+    yet when the settings are refused, and everything up to the last "@" goes, since a password pasted unescaped
+    may hold "/" or "@" itself."""
+    scheme, separator, rest = url.partition("//")
+    if not separator or "@" not in rest:
+        return url
+    return f"{scheme}//***@{rest.rpartition('@')[2]}"
+
+
+def host_problem(host):
+    """Why `host` cannot be used to reach a service, or None when it can: an IP address, or a name whose labels
+    have 1 to 63 characters and 253 in all. Any other name fails only deep in the HTTP client or the resolver, as
+    a UnicodeError traceback, so it is refused here."""
+    if ":" in host:  # only an IPv6 address holds colons; a zone comes percent-encoded in a URL
+        try:
+            ipaddress.ip_address(host.replace("%25", "%", 1))
+        except ValueError:
+            return "not a valid IPv6 address"
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name:
+        return "it is empty"
+    if not name.isascii():
+        # how requests and httpx turn it into the name they look up
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as err:
+            return f"not a valid internationalised name: {err}"
+    if len(name) > MAX_HOST_NAME_LENGTH:
+        return f"it is {len(name)} characters long, more than the {MAX_HOST_NAME_LENGTH} allowed"
+    for label in name.split("."):
+        if not label:
+            return "an empty label: two dots in a row, or a leading dot"
+        if len(label) > MAX_HOST_LABEL_LENGTH:
+            return (f"label '{label[:20]}…' is {len(label)} characters long, more than the "
+                    f"{MAX_HOST_LABEL_LENGTH} allowed")
+        if not _ASCII_HOST_LABEL.match(label):
+            return f"label {label!r} may hold only letters, digits, hyphens and underscores"
+    return None
+
+
 def env_file_readable_by_others(path):
     """True when the .env holding the keys can be read by users other than its owner."""
     try:
@@ -223,13 +299,29 @@ class _Reader:
         value = self.text(name, required)
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.problems.append(f"{name} must be an http:// or https:// URL, got {value!r}")
+        shown = without_credentials(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unclosed "[" around an IPv6 address
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            self.problems.append(f"{name} must be an http:// or https:// URL, got {shown!r}")
+            return None
+        problem = host_problem(parts.hostname)
+        if problem:
+            self.problems.append(f"{name} has a host name that cannot be used ({problem}), got {shown!r}")
+            return None
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            self.problems.append(f"{name} has a port that cannot be used (a whole number from 1 to 65535), "
+                                 f"got {shown!r}")
             return None
         return value
 
-    def number(self, name, default):
+    def seconds(self, name, default, maximum):
         value = self.text(name)
         if value is None:
             return default
@@ -237,25 +329,31 @@ class _Reader:
             number = float(value)
         except ValueError:
             number = None
-        if number is None or not number > 0 or number == float("inf"):
-            self.problems.append(f"{name} must be a positive number of seconds (e.g. 30 or 0.5), got {value!r}")
+        if number is None or not 0 < number <= maximum:  # NaN fails the comparison too
+            self.problems.append(f"{name} must be a positive number of seconds up to {maximum} (e.g. 30 or 0.5), "
+                                 f"got {_shortened(value)}")
             return default
         return number
 
-    def integer(self, name, default, minimum):
+    def integer(self, name, default, minimum, maximum):
         value = self.text(name)
         if value is None:
             return default
-        if not (value.isascii() and value.isdigit()) or int(value) < minimum:
-            self.problems.append(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+        number = whole_number(value, minimum, maximum)
+        if number is None:
+            self.problems.append(f"{name} must be a whole number from {minimum} to {maximum}, got {_shortened(value)}")
             return default
-        return int(value)
+        return number
 
     def address(self, name, default):
         value = self.text(name) or default
         host, _, port = value.rpartition(":")
         host = host.strip("[]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or whole_number(port, 1, 65535) is None:
             self.problems.append(f"{name} must be host:port, like 127.0.0.1:443, got {value!r}")
+            return "127.0.0.1", 443
+        problem = host_problem(host)
+        if problem:
+            self.problems.append(f"{name} has a host name that cannot be used ({problem}), got {value!r}")
             return "127.0.0.1", 443
         return host, int(port)

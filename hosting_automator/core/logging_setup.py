@@ -132,16 +132,54 @@ class RecentLines(logging.Handler):
         self.lines.append(self.format(record))
 
 
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The bounded log file. When it cannot be written (a full disk, a device that refuses writes, a directory
+    gone), one message on stderr says so and the file is given up for the rest of the run: the run's work matters
+    more than its log, and the console still gets every line. logging's own default would print a
+    "--- Logging error ---" block with a traceback for every line."""
+
+    def __init__(self, log_file, notice_stream=None):
+        super().__init__(log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        self.log_file = log_file  # as the operator wrote it, for the message
+        self.notice_stream = notice_stream
+        self.given_up = False
+
+    def emit(self, record):
+        if not self.given_up:  # FileHandler.emit would open the file again
+            super().emit(record)
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):  # a faulty log call, not the file: logging's usual report
+            super().handleError(record)
+            return
+        if self.given_up:
+            return
+        self.given_up = True
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()  # flushes what failed once more, then closes the file all the same
+            except OSError:
+                pass
+        notice = self.notice_stream or sys.stderr
+        notice.write(f"hosting-automator: LOG_FILE {self.log_file} cannot be written "
+                     f"({error.strerror or error}); log lines go to the console only from now on\n")
+        notice.flush()
+
+
 def configure_logging(log_file, console_level=logging.INFO, file_level=logging.INFO, console_stream=None):
     """Attach the console, file and recent-lines handlers to the root logger; return the recent-lines handler.
+    With `log_file` None there is no file handler (--check, which writes no file).
 
     Raises OSError when the log file cannot be opened.
     """
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
-    file_handler = logging.handlers.RotatingFileHandler(
-        log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
-    )
-    file_handler.setLevel(file_level)
+    handlers = []
+    if log_file is not None:
+        file_handler = LogFileHandler(log_file, console_stream)
+        file_handler.setLevel(file_level)
+        handlers.append(file_handler)
     console_handler = logging.StreamHandler(console_stream or sys.stderr)
     console_handler.setLevel(console_level)
     recent = RecentLines()
@@ -149,7 +187,7 @@ def configure_logging(log_file, console_level=logging.INFO, file_level=logging.I
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    for handler in (console_handler, file_handler, recent):
+    for handler in (console_handler, *handlers, recent):
         handler.setFormatter(formatter)
         handler.addFilter(SitePrefixFilter())
         handler.addFilter(MaskSecretsFilter())
