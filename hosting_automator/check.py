@@ -24,7 +24,7 @@ def run_checks(settings, services=None, out=print):
         ("Supabase", lambda: _supabase(services, settings)),
         ("CloudPanel", lambda: services.cloudpanel.check()),
         ("Matomo", lambda: services.matomo.check()),
-        ("HTTPS", lambda: _https_endpoint(settings)),
+        ("HTTPS", lambda: _https_endpoint(settings, services)),
         ("log file", lambda: _writable(settings.log_file, "LOG_FILE")),
         ("lock file", lambda: _writable(settings.lock_file, "LOCK_FILE")),
     ]
@@ -53,8 +53,9 @@ def _supabase(services, settings):
     return f"{settings.supabase_url} reachable, key accepted, table {settings.sites_table} has every column"
 
 
-def _https_endpoint(settings):
-    """Without it the job cannot see a certificate already served, and would request every one anew."""
+def _https_endpoint(settings, services):
+    """Without it, or without a trust store that verifies what it serves, the job cannot see a certificate already
+    served, and would order every one anew (Let's Encrypt allows five a week for one set of names)."""
     address = f"{settings.cloudpanel_https_host}:{settings.cloudpanel_https_port}"
     try:
         socket.create_connection((settings.cloudpanel_https_host, settings.cloudpanel_https_port),
@@ -62,7 +63,19 @@ def _https_endpoint(settings):
     except OSError as err:
         raise HostingAutomatorError(f"CLOUDPANEL_HTTPS_ADDRESS {address} cannot be reached ({err}); the job could "
                                     "not see certificates already served and would request new ones") from err
-    return f"{address} accepts connections (served certificates are checked there)"
+    try:
+        domain = services.supabase.latest_active_domain()
+    except HostingAutomatorError:  # the Supabase line says why
+        domain = None
+    if domain is None:
+        return f"{address} accepts connections (no live site yet whose certificate could be verified)"
+    served = services.served_certificate(domain)
+    if served.untrusted:
+        raise HostingAutomatorError(
+            f"{address} serves {domain} a certificate this machine does not trust: {served.reason}; the job would "
+            "order a new certificate for every site it sees again: set SSL_CERT_FILE to a CA bundle that verifies "
+            "it, or leave it unset for the system's")
+    return f"{address} accepts connections; for {domain}: {served.reason}"
 
 
 def _writable(path, setting):

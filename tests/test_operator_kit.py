@@ -147,3 +147,23 @@ def test_ca_bundle_that_cannot_be_loaded_stops_the_run_with_exit_2_naming_the_va
     assert '"exit_code": 2' in result.stdout
     assert standins.postgrest.request_count == before
     assert "Traceback" not in result.stderr
+
+
+def test_check_fails_when_this_machine_does_not_trust_the_certificate_a_live_site_serves(standins, tmp_path):
+    """Otherwise every rerun would order a certificate anew for a site that already has one."""
+    import trustme
+
+    run_job(standins)  # nothing pending; make one live site whose certificate is served
+    standins.postgrest.insert({"domain": "live.example.test", "status_dns": "active", "status_hosting": "pending"})
+    assert run_job(standins).returncode == 0
+    trusted = check_lines(run_job(standins, "--check"))
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+
+    distrusted = check_lines(run_job(standins, "--check", overrides={"SSL_CERT_FILE": str(other_ca)}))
+
+    assert "for live.example.test: a valid certificate is served already" in trusted["PASS  HTTPS"]
+    assert distrusted["FAIL  HTTPS"].startswith(
+        f"FAIL  HTTPS: {standins.env['CLOUDPANEL_HTTPS_ADDRESS']} serves live.example.test a certificate this machine "
+        "does not trust: the certificate served does not verify (")
+    assert "set SSL_CERT_FILE to a CA bundle that verifies it" in distrusted["FAIL  HTTPS"]

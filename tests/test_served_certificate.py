@@ -111,6 +111,7 @@ def test_served_certificate_from_untrusted_ca_does_not_verify(trusted):
     assert result.reason.startswith("the certificate served does not verify (")
     assert "unable to get local issuer certificate" in result.reason
     assert result.days_left is None
+    assert result.untrusted is True  # the trust store is what --check should blame
 
 
 def test_served_certificate_for_another_domain_does_not_verify(trusted, server):
@@ -122,6 +123,7 @@ def test_served_certificate_for_another_domain_does_not_verify(trusted, server):
     assert server.handshakes == ["example.com"]
     assert result.reason == ("the certificate served does not verify (Hostname mismatch, certificate is not valid "
                              "for 'example.com'.)")
+    assert result.untrusted is False  # trusted, only for other names: the site needs its certificate
 
 
 def test_served_certificate_already_expired_does_not_verify(trusted, server):

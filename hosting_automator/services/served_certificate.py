@@ -10,6 +10,7 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 MIN_DAYS_LEFT = 14
+HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: a trusted certificate, for other names
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class ServedCertificate:
     valid: bool
     reason: str
     days_left: float | None = None
+    untrusted: bool = False  # what was served does not chain to this machine's trust store
 
 
 def trust_store():
@@ -33,7 +35,8 @@ def served_certificate(domain, host, port, timeout, now=None, context=None):
             with context.wrap_socket(raw, server_hostname=domain) as tls:
                 certificate = tls.getpeercert()
     except ssl.SSLCertVerificationError as err:
-        return ServedCertificate(False, f"the certificate served does not verify ({err.verify_message})")
+        return ServedCertificate(False, f"the certificate served does not verify ({err.verify_message})",
+                                 untrusted=err.verify_code != HOSTNAME_MISMATCH)
     except (ssl.SSLError, OSError) as err:
         return ServedCertificate(False, f"no certificate could be read from {host}:{port} ({err})")
     expires = ssl.cert_time_to_seconds(certificate["notAfter"])

@@ -127,6 +127,13 @@ class SupabaseClient:
         rows = self._execute(self._table().select(",".join(OUTCOME_COLUMNS)).eq("id", site_id), f"re-read site {site_id}")
         return rows[0] if rows else None
 
+    def latest_active_domain(self):
+        """The domain of the live site read last, or None: --check verifies the certificate served for it."""
+        rows = self.retry.call(lambda: self._execute(
+            self._table().select("domain").eq("status_hosting", "active").order("id", desc=True).limit(1),
+            "read a live site"), "read a live site", service="Supabase")
+        return rows[0].get("domain") if rows and isinstance(rows[0], dict) else None
+
     def check_table(self):
         """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
         self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
