@@ -1,16 +1,18 @@
-"""Benchmark of the real command against local stand-ins (issue 5): wall time, sites/s, the job's own overhead per
-site, start → first Supabase request, peak resident memory, speed-up of --workers. See bench/README.md.
+"""Benchmark of the real command against local stand-ins, judged against a reference client built on the same
+libraries (bench/reference.py) and run in the same scenarios, alternately with the job: wall time ratio, start ->
+first Supabase request against the import of supabase and requests, peak resident memory at 10x the sites in
+each transport, speed-up of --workers. See bench/README.md.
 
-Run from the repository root:  .venv/bin/python bench/run.py [--quick] [--scenario NAME ...] [--keep]
+Run from the repository root:  .venv/bin/python bench/run.py [--quick] [--repeat N] [--scenario NAME ...] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -26,7 +29,7 @@ if str(REPO) not in sys.path:
 
 RESULTS_DIR = REPO / "bench" / "results"
 
-# Every setting of the job (DESIGN.md section 4): none of them may leak in from the caller's environment.
+# Every setting of the job: none of them may leak in from the caller's environment.
 JOB_SETTINGS = (
     "SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN", "CLOUDPANEL_API_URL",
     "CLOUDPANEL_API_TOKEN", "CLOUDPANEL_CLPCTL", "CLOUDPANEL_DB_PATH", "SITES_TABLE", "LOG_FILE", "LOCK_FILE",
@@ -34,23 +37,27 @@ JOB_SETTINGS = (
     "MAX_SITES_PER_RUN", "WORKERS", "CLOUDPANEL_CONCURRENCY", "SSL_CERT_FILE",
 )
 
-# Goals of issue 5.
-GOAL_OVERHEAD_MS = 5.0
-GOAL_FIRST_REQUEST_S = 0.5
-GOAL_MEMORY_RATIO = 1.15
-GOAL_SPEEDUP = 6.0
+# Goals, all relative to figures measured in the same run.
+GOAL_WALL_RATIO = 1.3          # wall(job) / wall(reference) at 1,000 sites, zero latency, one worker
+GOAL_WALL_RATIO_SITES = 1000
+GOAL_STARTUP_EXTRA_S = 0.3     # start -> first Supabase request, minus the time `python -c IMPORT_CHECK` takes
+GOAL_MEMORY_RATIO = 1.15       # peak RSS at 10x the sites / peak RSS at 1x, per transport
+GOAL_SPEEDUP = 6.0             # wall(--workers 1) / wall(--workers 8 + CLOUDPANEL_CONCURRENCY=8) at 100 ms a call
+IMPORT_CHECK = "import supabase, requests"
 
 RECORD_REQUESTS_UP_TO = 100  # above this many sites the stand-ins keep no request log (memory, time)
+CLIENTS = ("job", "reference")
 
 
 class Scenario:
-    def __init__(self, name, sites, latency, workers, concurrency=None, role=""):
+    def __init__(self, name, sites, latency, workers, concurrency=None, transport="gateway", memory_base=None):
         self.name, self.sites, self.latency, self.workers = name, sites, latency, workers
         self.concurrency = concurrency
-        self.role = role
+        self.transport = transport  # "gateway" (the clpctl HTTP gateway) or "clpctl" (the fake clpctl executable)
+        self.memory_base = memory_base  # the scenario whose peak RSS this one's is compared with
 
     def describe(self):
-        text = f"{self.sites} sites, {self.latency * 1000:g} ms/call, --workers {self.workers}"
+        text = f"{self.sites} sites, {self.transport}, {self.latency * 1000:g} ms/call, --workers {self.workers}"
         if self.concurrency:
             text += f", CLOUDPANEL_CONCURRENCY={self.concurrency}"
         return text
@@ -62,27 +69,37 @@ def scenarios(quick):
     return [
         Scenario("small", small, 0.0, 1),
         Scenario("medium", medium, 0.0, 1),
-        Scenario("large", large, 0.0, 1),
+        Scenario("large", large, 0.0, 1, memory_base="medium"),
+        Scenario("small-clpctl", small, 0.0, 1, transport="clpctl"),
+        Scenario("medium-clpctl", medium, 0.0, 1, transport="clpctl"),
+        Scenario("large-clpctl", large, 0.0, 1, transport="clpctl", memory_base="medium-clpctl"),
         Scenario("latency-w1", latency_sites, 0.1, 1),
         Scenario("latency-w8", latency_sites, 0.1, 8, concurrency=8),
     ]
 
 
-# -- launching the job -----------------------------------------------------------------------------------------------
+SCENARIO_GROUPS = {"latency": ("latency-w1", "latency-w8"),
+                   "clpctl": ("small-clpctl", "medium-clpctl", "large-clpctl")}
+
+
+# -- launching a client ----------------------------------------------------------------------------------------------
 #
 # Linux carries a process's peak RSS across exec(): a child's ru_maxrss is at least the RSS of the process that
-# forked (or vforked) it. The benchmark process holds the stand-ins and every row (tens of MB), which would hide
-# the job's own figure. So the job is started by this tiny launcher, itself a fresh `python -S` process of a few
-# MB: it records time.time() just before Popen, then os.wait4(pid) for the child's exit status and rusage.
+# forked it. The benchmark process holds the stand-ins and every row (tens of MB), which would hide the client's own
+# figure. So every client is started by this tiny launcher, a fresh `python -S` process of a few MB started before
+# the stand-ins: it records time.time() just before Popen, then os.wait4(pid) for the exit status and rusage. When
+# GNU time is installed the client runs under `/usr/bin/time -f %M -o FILE` (a small C parent: its figure is the
+# client's own); otherwise the launcher's wait4 figure is used. Each client gets a process group of its own, so
+# that a timeout or Ctrl-C reaches it through GNU time.
 LAUNCHER = r"""
 import json, os, resource, signal, subprocess, sys, time
-signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is for the job (same process group) and the benchmark
+signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is for the benchmark, which passes it on to the client
 for line in sys.stdin:
     spec = json.loads(line)
     with open(spec["stdout"], "wb") as out, open(spec["stderr"], "wb") as err:
         t_start = time.time()
         proc = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec["cwd"], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err)
+                                stdout=out, stderr=err, start_new_session=True)
     sys.stdout.write(json.dumps({"pid": proc.pid, "t_start": t_start}) + "\n"); sys.stdout.flush()
     _, status, usage = os.wait4(proc.pid, 0)
     t_end = time.time()
@@ -94,19 +111,58 @@ for line in sys.stdin:
 """
 
 
+def gnu_time():
+    """/usr/bin/time when it is GNU time (it has -f and -o), else None."""
+    path = "/usr/bin/time"
+    if not os.access(path, os.X_OK):
+        return None
+    try:
+        probe = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "GNU" in probe.stdout + probe.stderr else None
+
+
 class Launcher:
     def __init__(self):
+        self.time = gnu_time()
         self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
 
-    def start(self, argv, env, cwd, stdout, stderr):
+    def run(self, argv, env, cwd, stdout, stderr, timeout, on_interrupt=None):
+        """Run argv to its end (killed after `timeout` s); the launcher's figures plus peak_rss_kb and timed_out."""
+        rss_file = None
+        if self.time:
+            fd, rss_file = tempfile.mkstemp(prefix="peak-rss-", dir=cwd)
+            os.close(fd)
+            argv = [self.time, "-f", "%M", "-o", rss_file, *argv]
         self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": cwd, "stdout": stdout,
                                           "stderr": stderr}) + "\n")
         self.proc.stdin.flush()
-        return json.loads(self._line())
-
-    def finished(self):
-        return json.loads(self._line())
+        started = json.loads(self._line())
+        timed_out = []
+        killer = threading.Timer(timeout, lambda: (timed_out.append(True), _kill_group(started["pid"])))
+        killer.daemon = True
+        killer.start()
+        try:
+            try:
+                ended = json.loads(self._line())
+            except KeyboardInterrupt:
+                _kill_group(started["pid"], signal.SIGINT)  # let the client stop cleanly, then say what it did
+                ended = json.loads(self._line())
+                raise
+        finally:
+            killer.cancel()
+        result = {**started, **ended, "timed_out": bool(timed_out), "peak_rss_source": "wait4",
+                  "peak_rss_kb": ended["maxrss_kb"]}
+        if rss_file:
+            try:
+                lines = Path(rss_file).read_text().split()
+                result["peak_rss_kb"], result["peak_rss_source"] = int(lines[-1]), "GNU time"
+            except (OSError, ValueError, IndexError):
+                pass
+            Path(rss_file).unlink(missing_ok=True)
+        return result
 
     def _line(self):
         line = self.proc.stdout.readline()
@@ -119,109 +175,132 @@ class Launcher:
         self.proc.wait(timeout=10)
 
 
-def job_environment(standins, concurrency):
+def _kill_group(pid, sig=signal.SIGKILL):
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def client_environment(standins, concurrency, who):
     env = {k: v for k, v in os.environ.items() if k not in JOB_SETTINGS}
     env.update(standins.env)
     env["MAX_SITES_PER_RUN"] = "0"  # no cap
     if concurrency:
         env["CLOUDPANEL_CONCURRENCY"] = str(concurrency)
-    env["PYTHONPATH"] = str(REPO)
-    for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the shell must not sit between the job and 127.0.0.1
+    # the reference as a module of bench/ (its bytecode cached, as the job's is), nothing of the repository beside it
+    env["PYTHONPATH"] = str(REPO / "bench") if who == "reference" else str(REPO)
+    for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the shell must not sit between a client and 127.0.0.1
         env[name] = ",".join(filter(None, [env.get(name), "127.0.0.1", "localhost"]))
     env.pop("PYTHONPROFILEIMPORTTIME", None)
-    # Installed with pip, the job's modules are compiled once; run from a checkout with this set, every run would
-    # compile them again (some 30 ms, counted in "first req").
+    # Installed with pip, modules are compiled once; run from a checkout with this set, every run would compile
+    # them again (counted in "first req").
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
-# -- one scenario ------------------------------------------------------------------------------------------------------
+def client_argv(who, workers):
+    if who == "job":
+        return [sys.executable, "-m", "hosting_automator.main", "-q", "--json", "--workers", str(workers)]
+    return [sys.executable, "-m", "reference", "--workers", str(workers)]
 
-def run_scenario(scenario, launcher, keep=False):
+
+# -- one run of one client in one scenario -----------------------------------------------------------------------------
+
+def run_client(scenario, who, launcher, repetition, keep=False):
     from tests.standins import start_all
 
-    directory = tempfile.mkdtemp(prefix=f"bench-{scenario.name}-")
+    directory = tempfile.mkdtemp(prefix=f"bench-{scenario.name}-{who}-")
     t0 = time.perf_counter()
-    # gateway=True: CloudPanel through the clpctl HTTP gateway stand-in. Without it every CloudPanel call runs
-    # the fake clpctl as a subprocess (~30 ms of Python start-up each), which would measure the fake, not the job.
-    standins = start_all(directory, sites=scenario.sites, latency=scenario.latency, gateway=True)
+    standins = start_all(directory, sites=scenario.sites, latency=scenario.latency,
+                         gateway=scenario.transport == "gateway")
     setup_seconds = time.perf_counter() - t0
     servers = standins.servers
-    if scenario.sites > RECORD_REQUESTS_UP_TO:
-        for server in servers:
-            server.record_requests = False
+    recording = scenario.sites <= RECORD_REQUESTS_UP_TO
+    for server in servers:
+        server.record_requests = recording
 
+    # A fault hook on every stand-in that only numbers the requests (to put the logs of all stand-ins in one
+    # order) and notes when the first one reached Supabase.
     first = {}
     latency = standins.postgrest.latency
+    numbers = itertools.count()
 
-    def first_request(_request):  # a fault hook that only notes the time of the first request
-        if "t" not in first:
-            first["t"] = time.time() - latency  # the stand-in sleeps its latency before calling the hook
+    def numbering(request):
+        request["number"] = next(numbers)
         return None
 
-    standins.postgrest.fault = first_request
+    def first_supabase_request(request):
+        if "t" not in first:
+            first["t"] = time.time() - latency  # the stand-in sleeps its latency before calling the hook
+        request["number"] = next(numbers)
+        return None
 
-    argv = [sys.executable, "-m", "hosting_automator.main", "-q", "--json", "--workers", str(scenario.workers)]
-    stdout, stderr = os.path.join(directory, "job.stdout"), os.path.join(directory, "job.stderr")
-    env = job_environment(standins, scenario.concurrency)
-    timeout = 300 + scenario.sites * (0.25 + 8 * scenario.latency)  # a generous guard against a hung job
+    for server in servers:
+        server.fault = first_supabase_request if server is standins.postgrest else numbering
+
+    env = client_environment(standins, scenario.concurrency, who)
+    import_s = None
+    if who == "job":  # the start-up goal's yardstick, measured the same way just before the job's run
+        measured = launcher.run([sys.executable, "-c", IMPORT_CHECK], env, directory,
+                                os.path.join(directory, "import.stdout"), os.path.join(directory, "import.stderr"),
+                                timeout=60)
+        if measured["exit_code"] == 0:
+            import_s = measured["t_end"] - measured["t_start"]
+
+    stdout, stderr = os.path.join(directory, f"{who}.stdout"), os.path.join(directory, f"{who}.stderr")
+    timeout = 300 + scenario.sites * (0.25 + 8 * scenario.latency)  # a generous guard against a hung client
     cpu_before, (busy_before, steal_before) = time.process_time(), _machine_cpu_seconds()
-    started = launcher.start(argv, env, directory, stdout, stderr)
-    timed_out = []
-    killer = threading.Timer(timeout, lambda: (timed_out.append(True), _kill(started["pid"])))
-    killer.daemon = True
-    killer.start()
-    try:
-        try:
-            ended = launcher.finished()
-        except KeyboardInterrupt:
-            _kill(started["pid"], signal.SIGINT)  # let the job stop cleanly, then report what it did
-            ended = launcher.finished()
-            raise
-    finally:
-        killer.cancel()
+    ended = launcher.run(client_argv(who, scenario.workers), env, directory, stdout, stderr, timeout)
     standins_cpu = time.process_time() - cpu_before
     busy_after, steal_after = _machine_cpu_seconds()
     injected = sum(s.injected_latency_seconds for s in servers)
     requests = {s.name: s.request_count for s in servers}
     rows = standins.postgrest.rows()
+    sequences = request_sequences(servers, rows, standins.db_path) if recording else None
     standins.stop()
 
-    wall = ended["t_end"] - started["t_start"]
+    wall = ended["t_end"] - ended["t_start"]
     result = {
         "scenario": scenario.name,
+        "client": who,
+        "repetition": repetition,
         "description": scenario.describe(),
+        "transport": scenario.transport,
         "sites": scenario.sites,
         "latency_ms": scenario.latency * 1000,
         "workers": scenario.workers,
         "cloudpanel_concurrency": scenario.concurrency or 1,
         "exit_code": ended["exit_code"],
-        "timed_out": bool(timed_out),
+        "timed_out": ended["timed_out"],
         "wall_s": wall,
         "sites_per_s": scenario.sites / wall if wall > 0 else None,
         "injected_latency_s": injected,
         # the latency of concurrent sites overlaps, so wall - injected only means something with one worker
         "overhead_ms_per_site": (wall - injected) / scenario.sites * 1000 if scenario.workers == 1 else None,
-        "first_request_s": first["t"] - started["t_start"] if "t" in first else None,
-        "peak_rss_mb": ended["maxrss_kb"] / 1024,
+        "first_request_s": first["t"] - ended["t_start"] if "t" in first else None,
+        "import_s": import_s,
+        "peak_rss_mb": ended["peak_rss_kb"] / 1024,
+        "peak_rss_source": ended["peak_rss_source"],
         "launcher_rss_mb": ended["launcher_maxrss_kb"] / 1024,
-        "job_cpu_s": ended["cpu_user"] + ended["cpu_system"],
+        "cpu_s": ended["cpu_user"] + ended["cpu_system"],
         "standins_cpu_s": standins_cpu,
         "requests": requests,
         "standins_setup_s": setup_seconds,
+        "_sequences": sequences,
     }
     # CPU that other processes on the machine took meanwhile, and CPU the hypervisor gave to other guests of the
     # host (steal), as shares of all cores: figures are only comparable between runs when both stay near 0
     if busy_before is not None and busy_after is not None and wall > 0:
-        others = busy_after - busy_before - result["job_cpu_s"] - standins_cpu
+        others = busy_after - busy_before - result["cpu_s"] - standins_cpu
         result["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
         result["steal_share"] = (steal_after - steal_before) / (wall * (os.cpu_count() or 1))
     else:
         result["other_cpu_share"] = result["steal_share"] = None
-    result["job_cpu_ms_per_site"] = result["job_cpu_s"] / scenario.sites * 1000
+    result["cpu_ms_per_site"] = result["cpu_s"] / scenario.sites * 1000
     result["standins_cpu_ms_per_site"] = standins_cpu / scenario.sites * 1000
-    result["failures"] = _check(scenario, rows, ended["exit_code"], stdout, stderr)
-    if timed_out:
+    result["failures"] = _check(scenario, who, rows, ended["exit_code"], stdout, stderr)
+    if ended["timed_out"]:
         result["failures"].insert(0, f"killed after {timeout:.0f} s")
     if result["failures"] or keep:
         result["kept_dir"] = directory
@@ -244,16 +323,10 @@ def _machine_cpu_seconds():
     return busy / os.sysconf("SC_CLK_TCK"), steal / os.sysconf("SC_CLK_TCK")
 
 
-def _kill(pid, sig=signal.SIGKILL):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _check(scenario, rows, exit_code, stdout, stderr):
-    """Every seeded site active, the three rows that were not eligible untouched, the JSON summary agreeing."""
+def _check(scenario, who, rows, exit_code, stdout, stderr):
+    """Every seeded site active, the three rows that were not eligible untouched, the client's summary agreeing."""
     failures = []
+
     def is_seeded(row):
         return row["domain"].startswith("site") and row["domain"].endswith(".example.test")
 
@@ -275,13 +348,16 @@ def _check(scenario, rows, exit_code, stdout, stderr):
     try:
         with open(stdout, encoding="utf-8") as f:
             report = json.load(f)
-        outcomes = {}
-        for site in report.get("sites", []):
-            outcomes[site["outcome"]] = outcomes.get(site["outcome"], 0) + 1
+        if who == "job":  # --json: one entry per site
+            outcomes = {}
+            for site in report.get("sites", []):
+                outcomes[site["outcome"]] = outcomes.get(site["outcome"], 0) + 1
+        else:  # the reference's one line of counts
+            outcomes = {k: report[k] for k in ("active", "failed") if report.get(k)}
         if outcomes != {"active": scenario.sites}:
-            failures.append(f"--json outcomes {outcomes}, expected {{'active': {scenario.sites}}}")
-    except (OSError, ValueError) as err:
-        failures.append(f"--json output unreadable: {err}")
+            failures.append(f"outcomes on stdout {outcomes}, expected {{'active': {scenario.sites}}}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        failures.append(f"stdout unreadable: {err.__class__.__name__}: {err}")
     try:
         with open(stderr, encoding="utf-8", errors="replace") as f:
             text = f.read().strip()
@@ -292,143 +368,331 @@ def _check(scenario, rows, exit_code, stdout, stderr):
     return failures
 
 
-# -- report --------------------------------------------------------------------------------------------------------------
+# -- the requests each client made, per site ---------------------------------------------------------------------
+
+def request_sequences(servers, rows, clpctl_db):
+    """{"run": [...], "sites": {domain: [...]}, "clpctl": {domain: [...]}}: every request the HTTP and TLS stand-ins
+    logged, in the order they were served, and every CloudPanel command the fake clpctl (or the gateway, which runs
+    the same code) recorded, as signatures that leave out what legitimately differs between two clients (headers
+    such as User-Agent, the generated password, the order of form and JSON keys)."""
+    from tests.standins.clpctl_state import calls
+
+    domains = {str(r["id"]): r["domain"] for r in rows}
+    logged = []
+    for server in servers:
+        with server.lock:
+            logged += [(request.get("number", -1), server.name, request) for request in server.requests_log]
+    logged.sort(key=lambda entry: entry[0])
+    run_level, per_site = [], {}
+    for _, name, request in logged:
+        domain, signature = _signature(name, request, domains)
+        (per_site.setdefault(domain, []) if domain else run_level).append(signature)
+    commands = {}
+    for call in calls(clpctl_db):
+        argv = call["argv"]
+        options = sorted(a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--"))
+        domain = next((a.split("=", 1)[1] for a in argv if a.startswith("--domainName=")), None)
+        commands.setdefault(domain, []).append(f"clpctl {argv[0] if argv else ''} {options}")
+    return {"run": run_level, "sites": per_site, "clpctl": commands}
+
+
+def _signature(name, request, domains):
+    """(the site's domain or None for a run-level request, a short text naming the request)."""
+    method, query, body = request["method"], request["query"], request["body"]
+    if name == "tls":
+        return request["path"] or None, "TLS handshake (served certificate)"
+    if name == "postgrest":
+        parts = []
+        domain = None
+        for key in sorted(query):
+            for value in query[key]:
+                if key == "id":
+                    operator, _, operand = value.partition(".")
+                    if operator == "eq":
+                        domain = domains.get(operand)
+                    value = operator
+                parts.append(f"{key}={value}")
+        try:
+            keys = sorted(json.loads(body)) if body else []
+        except (ValueError, TypeError):
+            keys = ["<not JSON>"]
+        prefer = request["headers"].get("prefer")
+        return domain, (f"supabase {method} {request['path']}?{'&'.join(parts)}" + (f" body={keys}" if keys else "")
+                        + (f" Prefer: {prefer}" if prefer else ""))
+    if name == "matomo":
+        form = parse_qs(body or "", keep_blank_values=True)
+        url = (form.get("url") or [""])[0]
+        domain = (form.get("siteName") or [None])[0] or (url.split("://", 1)[-1] if url else None)
+        query_text = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()))
+        return domain, f"matomo {method} {request['path']}?{query_text} form={sorted(form)}"
+    if name == "gateway":
+        try:
+            payload = json.loads(body) if body else {}
+        except (ValueError, TypeError):
+            payload = {}
+        domain = payload.get("domainName") if isinstance(payload, dict) else None
+        keys = sorted(payload) if isinstance(payload, dict) else "?"
+        return domain, f"gateway {method} {request['path']} body={keys}"
+    return None, f"{name} {method} {request['path']}"
+
+
+def compare_sequences(job, reference):
+    """None when the job and the reference made the same requests, else a few lines saying where they differ."""
+    if job is None or reference is None:
+        return None
+    lines = []
+    if job["run"] != reference["run"]:
+        lines.append(f"requests outside any site: job {job['run']}")
+        lines.append(f"                      reference {reference['run']}")
+    for kind, what in (("sites", "HTTP/TLS requests"), ("clpctl", "CloudPanel commands")):
+        names = set(job[kind]) | set(reference[kind])
+        differing = [d for d in sorted(names, key=str) if job[kind].get(d) != reference[kind].get(d)]
+        if not differing:
+            continue
+        d = differing[0]
+        mine, theirs = job[kind].get(d) or [], reference[kind].get(d) or []
+        at = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        lines.append(f"{what}: {len(differing)} of {len(names)} sites differ; e.g. {d}: the job made {len(mine)}, "
+                     f"the reference {len(theirs)}, first difference at #{at + 1}:")
+        lines.append(f"    job:       {mine[at] if at < len(mine) else '(nothing more)'}")
+        lines.append(f"    reference: {theirs[at] if at < len(theirs) else '(nothing more)'}")
+    return lines or None
+
+
+# -- report ------------------------------------------------------------------------------------------------------
 
 def _fmt(value, spec, unit=""):
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
-def print_table(results):
-    header = (f"{'scenario':<11} {'sites':>6} {'lat':>6} {'wk':>3} {'wall':>8} {'sites/s':>8} {'overhead':>10} "
-              f"{'first req':>9} {'peak RSS':>9} {'job CPU':>10} {'stand-ins':>10} {'machine':>8} {'host':>7}  result")
-    print(header)
-    print(f"{'':<11} {'':>6} {'ms':>6} {'':>3} {'s':>8} {'':>8} {'ms/site':>10} {'s':>9} {'MB':>9} "
-          f"{'ms/site':>10} {'CPU ms/site':>10} {'others %':>8} {'steal %':>7}")
+def _pct(share):
+    return None if share is None else share * 100
+
+
+def pairs(results):
+    """{(scenario, repetition): {"job": result, "reference": result}}"""
+    paired = {}
     for r in results:
-        print(f"{r['scenario']:<11} {r['sites']:>6} {r['latency_ms']:>6g} {r['workers']:>3} {r['wall_s']:>8.2f} "
-              f"{r['sites_per_s']:>8.1f} {_fmt(r['overhead_ms_per_site'], '.2f'):>10} "
-              f"{_fmt(r['first_request_s'], '.3f'):>9} {r['peak_rss_mb']:>9.1f} {r['job_cpu_ms_per_site']:>10.2f} "
-              f"{r['standins_cpu_ms_per_site']:>10.2f} "
-              f"{_fmt(None if r['other_cpu_share'] is None else r['other_cpu_share'] * 100, '.0f'):>8} "
-              f"{_fmt(None if r.get('steal_share') is None else r['steal_share'] * 100, '.0f'):>7}  "
-              f"{'ok' if not r['failures'] else 'FAILED'}")
+        paired.setdefault((r["scenario"], r["repetition"]), {})[r["client"]] = r
+    return paired
+
+
+def wall_ratio(pair):
+    job, reference = pair.get("job"), pair.get("reference")
+    if not job or not reference or reference["wall_s"] <= 0:
+        return None
+    return job["wall_s"] / reference["wall_s"]
+
+
+def print_table(results):
+    paired = pairs(results)
+    print(f"{'scenario':<13} {'transport':<9} {'sites':>6} {'lat':>4} {'wk':>3} {'run':>3} {'client':<9} "
+          f"{'wall':>8} {'ratio':>6} {'overhead':>9} {'CPU':>8} {'stand-ins':>10} {'first req':>9} {'import':>7} "
+          f"{'peak RSS':>9} {'others':>6} {'steal':>6}  result")
+    print(f"{'':<13} {'':<9} {'':>6} {'ms':>4} {'':>3} {'':>3} {'':<9} "
+          f"{'s':>8} {'job/ref':>6} {'ms/site':>9} {'ms/site':>8} {'CPU ms/site':>10} {'s':>9} {'s':>7} "
+          f"{'MB':>9} {'%':>6} {'%':>6}")
+    for r in results:
+        ratio = wall_ratio(paired[(r["scenario"], r["repetition"])]) if r["client"] == "job" else None
+        print(f"{r['scenario']:<13} {r['transport']:<9} {r['sites']:>6} {r['latency_ms']:>4g} {r['workers']:>3} "
+              f"{r['repetition'] + 1:>3} {r['client']:<9} {r['wall_s']:>8.2f} {_fmt(ratio, '.2f', 'x'):>6} "
+              f"{_fmt(r['overhead_ms_per_site'], '.2f'):>9} {r['cpu_ms_per_site']:>8.2f} "
+              f"{r['standins_cpu_ms_per_site']:>10.2f} {_fmt(r['first_request_s'], '.3f'):>9} "
+              f"{_fmt(r['import_s'], '.3f'):>7} {r['peak_rss_mb']:>9.1f} {_fmt(_pct(r['other_cpu_share']), '.0f'):>6} "
+              f"{_fmt(_pct(r.get('steal_share')), '.0f'):>6}  {'ok' if not r['failures'] else 'FAILED'}")
     for r in results:
         for failure in r["failures"]:
-            print(f"  {r['scenario']}: {failure}")
+            print(f"  {r['scenario']} run {r['repetition'] + 1} {r['client']}: {failure}")
         if r.get("kept_dir"):
-            print(f"  {r['scenario']}: files kept in {r['kept_dir']}")
+            print(f"  {r['scenario']} run {r['repetition'] + 1} {r['client']}: files kept in {r['kept_dir']}")
+
+
+def _median(values):
+    """The median; with an even count, the higher of the middle two (the verdict errs strict)."""
+    values = sorted(values)
+    return values[len(values) // 2]
 
 
 def _median_run(runs, key):
-    """The run with the median `key` (with an even count, the higher of the middle two: the verdict errs strict)."""
     return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
 
 
-def _runs_text(runs, key, spec):
-    return "" if len(runs) == 1 else f", median of {len(runs)} runs: " + ", ".join(f"{r[key]:{spec}}" for r in runs)
+def _listed(values, spec, unit=""):
+    return "" if len(values) <= 1 else (f"; median of {len(values)} runs: "
+                                        + ", ".join(f"{v:{spec}}{unit}" for v in values))
 
 
 def goal_checks(results):
-    """The goals of issue 5, each as (PASS|FAIL|SKIP, text). With --repeat, each goal is judged on the median run
-    (on a shared host the same run drifts by half within minutes), and every run's figure is shown."""
-    runs_of = {}
+    """The goals, each as (PASS|FAIL|SKIP, text). With --repeat, each is judged on the median (on a shared host the
+    same run drifts by half within minutes), and every run's figure is listed."""
+    by_scenario = {}
     for r in results:
-        runs_of.setdefault(r["scenario"], []).append(r)
+        by_scenario.setdefault(r["scenario"], {}).setdefault(r["client"], []).append(r)
+    paired = pairs(results)
     checks = []
-    medium_runs, large_runs = runs_of.get("medium"), runs_of.get("large")
-    medium = medium_runs and _median_run(medium_runs, "overhead_ms_per_site")
-    if medium:
-        value = medium["overhead_ms_per_site"]
-        failed = any(r["failures"] for r in medium_runs)
-        checks.append(("PASS" if value <= GOAL_OVERHEAD_MS and not failed else "FAIL",
-                       f"overhead per site at {medium['sites']} sites, zero latency: {value:.2f} ms "
-                       f"(goal <= {GOAL_OVERHEAD_MS:g} ms{_runs_text(medium_runs, 'overhead_ms_per_site', '.2f')})"))
-    else:
-        checks.append(("SKIP", "overhead per site: scenario 'medium' not run"))
-    firsts = [(r["first_request_s"], r["scenario"]) for r in results]
-    if firsts:
-        missing = [name for value, name in firsts if value is None]
+
+    # 1. wall time against the reference, at 1,000 sites with zero latency and one worker, in each transport
+    judged = [name for name, runs in by_scenario.items()
+              if runs.get("job") and runs["job"][0]["sites"] == GOAL_WALL_RATIO_SITES
+              and runs["job"][0]["latency_ms"] == 0 and runs["job"][0]["workers"] == 1]
+    for name in judged:
+        ratios = [wall_ratio(paired[(name, r["repetition"])]) for r in by_scenario[name]["job"]]
+        if any(x is None for x in ratios):
+            checks.append(("SKIP", f"wall time ratio ({name}): the reference did not run"))
+            continue
+        job = by_scenario[name]["job"][0]
+        failed = any(r["failures"] for runs in by_scenario[name].values() for r in runs)
+        value = _median(ratios)
+        checks.append(("PASS" if value <= GOAL_WALL_RATIO and not failed else "FAIL",
+                       f"wall time job / reference, {job['sites']} sites, {job['transport']}, zero latency: "
+                       f"{value:.2f}x (goal <= {GOAL_WALL_RATIO:g}x{_listed(ratios, '.2f', 'x')})"
+                       + (" -- a run FAILED" if failed else "")))
+    if not judged:
+        checks.append(("SKIP", f"wall time ratio: no zero-latency one-worker scenario of {GOAL_WALL_RATIO_SITES} "
+                               "sites was run (medium, medium-clpctl; large, large-clpctl with --quick)"))
+
+    # 2. start -> first Supabase request, against `python -c "import supabase, requests"` measured just before
+    jobs = [r for r in results if r["client"] == "job"]
+    if jobs:
+        missing = sorted({r["scenario"] for r in jobs if r["first_request_s"] is None or r["import_s"] is None})
         if missing:
-            checks.append(("FAIL", f"start -> first Supabase request: no request seen in {', '.join(missing)}"))
+            checks.append(("FAIL", f"start -> first Supabase request: no request seen, or the import check "
+                                   f"failed, in {', '.join(missing)}"))
         else:
-            worst, name = max(firsts)
-            checks.append(("PASS" if worst <= GOAL_FIRST_REQUEST_S else "FAIL",
-                           f"start -> first Supabase request: worst {worst:.3f} s ({name}), "
-                           f"median {sorted(v for v, _ in firsts)[len(firsts) // 2]:.3f} s "
-                           f"(goal <= {GOAL_FIRST_REQUEST_S:g} s)"))
-    large = large_runs and _median_run(large_runs, "peak_rss_mb")
-    medium = medium_runs and _median_run(medium_runs, "peak_rss_mb")
-    if large and medium:
-        ratio = large["peak_rss_mb"] / medium["peak_rss_mb"]
-        ok = not any(r["failures"] for r in large_runs) and ratio <= GOAL_MEMORY_RATIO
-        checks.append(("PASS" if ok else "FAIL",
-                       f"{large['sites']} sites: {'all' if not large['failures'] else 'NOT all'} processed, "
-                       f"peak RSS {large['peak_rss_mb']:.1f} MB vs {medium['peak_rss_mb']:.1f} MB at "
-                       f"{medium['sites']} = {ratio:.3f}x (goal <= {GOAL_MEMORY_RATIO:g}x)"))
-    else:
-        checks.append(("SKIP", "flat memory: needs scenarios 'medium' and 'large'"))
-    serial_runs, parallel_runs = runs_of.get("latency-w1"), runs_of.get("latency-w8")
+            extra = [r["first_request_s"] - r["import_s"] for r in jobs]
+            refs = [r["first_request_s"] for r in results if r["client"] == "reference" and r["first_request_s"]]
+            value = _median(extra)
+            checks.append(("PASS" if value <= GOAL_STARTUP_EXTRA_S else "FAIL",
+                           f"start -> first Supabase request: job {_median([r['first_request_s'] for r in jobs]):.3f}"
+                           f" s, `python -c \"{IMPORT_CHECK}\"` {_median([r['import_s'] for r in jobs]):.3f} s: "
+                           f"{value:+.3f} s over the import, median of {len(extra)} job runs, worst "
+                           f"{max(extra):+.3f} s (goal <= +{GOAL_STARTUP_EXTRA_S:g} s)"
+                           + (f"; the reference's first request: {_median(refs):.3f} s" if refs else "")))
+
+    # 3. flat memory: peak RSS at 10x the sites within 15% of 1x, per transport
+    for name, runs in by_scenario.items():
+        base_name = next((s.memory_base for s in scenarios(False) if s.name == name), None)
+        if not base_name:
+            continue
+        large_runs, base_runs = runs.get("job"), by_scenario.get(base_name, {}).get("job")
+        if not large_runs or not base_runs:
+            checks.append(("SKIP", f"flat memory ({large_runs[0]['transport'] if large_runs else name}): needs "
+                                   f"scenarios '{base_name}' and '{name}'"))
+            continue
+        large, base = _median_run(large_runs, "peak_rss_mb"), _median_run(base_runs, "peak_rss_mb")
+        ratio = large["peak_rss_mb"] / base["peak_rss_mb"]
+        all_done = not any(r["failures"] for r in large_runs)
+        refs = {n: by_scenario.get(n, {}).get("reference") for n in (base_name, name)}
+        ref_text = ""
+        if refs[base_name] and refs[name]:
+            ref_text = (f"; reference {_median_run(refs[name], 'peak_rss_mb')['peak_rss_mb']:.1f} MB vs "
+                        f"{_median_run(refs[base_name], 'peak_rss_mb')['peak_rss_mb']:.1f} MB")
+        checks.append(("PASS" if ratio <= GOAL_MEMORY_RATIO and all_done else "FAIL",
+                       f"flat memory, {large['transport']}: {large['sites']} sites "
+                       f"{'all' if all_done else 'NOT all'} processed, job peak RSS {large['peak_rss_mb']:.1f} MB "
+                       f"vs {base['peak_rss_mb']:.1f} MB at {base['sites']} = {ratio:.3f}x "
+                       f"(goal <= {GOAL_MEMORY_RATIO:g}x{_listed([r['peak_rss_mb'] for r in large_runs], '.1f')})"
+                       + ref_text))
+    if not any(s.name in by_scenario for s in scenarios(False) if s.memory_base):
+        checks.append(("SKIP", "flat memory: needs 'medium' and 'large', or 'medium-clpctl' and 'large-clpctl'"))
+
+    # 4. speed-up of --workers 8 at 100 ms a call
+    serial_runs = by_scenario.get("latency-w1", {}).get("job")
+    parallel_runs = by_scenario.get("latency-w8", {}).get("job")
     if serial_runs and parallel_runs:
         serial, parallel = _median_run(serial_runs, "wall_s"), _median_run(parallel_runs, "wall_s")
         speedup = serial["wall_s"] / parallel["wall_s"]
         ok = speedup >= GOAL_SPEEDUP and not any(r["failures"] for r in serial_runs + parallel_runs)
+        ref_serial = by_scenario.get("latency-w1", {}).get("reference")
+        ref_parallel = by_scenario.get("latency-w8", {}).get("reference")
+        ref_text = ""
+        if ref_serial and ref_parallel:
+            ref_speedup = _median_run(ref_serial, "wall_s")["wall_s"] / _median_run(ref_parallel, "wall_s")["wall_s"]
+            ref_text = f"; reference {ref_speedup:.2f}x"
         checks.append(("PASS" if ok else "FAIL",
                        f"speed-up at {parallel['sites']} sites, {parallel['latency_ms']:g} ms/call, --workers 8 + "
                        f"CLOUDPANEL_CONCURRENCY=8 vs --workers 1: {speedup:.2f}x "
-                       f"({serial['wall_s']:.2f} s -> {parallel['wall_s']:.2f} s; goal >= {GOAL_SPEEDUP:g}x)"))
+                       f"({serial['wall_s']:.2f} s -> {parallel['wall_s']:.2f} s; goal >= {GOAL_SPEEDUP:g}x)"
+                       + ref_text))
     else:
         checks.append(("SKIP", "speed-up: needs scenarios 'latency-w1' and 'latency-w8'"))
     return checks
 
 
+def sequence_warnings(results):
+    lines = []
+    for (name, repetition), pair in pairs(results).items():
+        job, reference = pair.get("job"), pair.get("reference")
+        if not job or not reference:
+            continue
+        difference = compare_sequences(job.get("_sequences"), reference.get("_sequences"))
+        if difference:
+            lines.append(f"WARNING: {name} run {repetition + 1}: the job's requests differ from the reference's:")
+            lines += [f"  {line}" for line in difference]
+    return lines
+
+
 def main(argv=None):
     all_names = [s.name for s in scenarios(False)]
     parser = argparse.ArgumentParser(prog="bench/run.py", description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--scenario", action="append", choices=all_names + ["latency"], metavar="NAME",
-                        help=f"run only this scenario (repeatable): {', '.join(all_names)}, or 'latency' for both "
-                             "latency ones; default all")
+    parser.add_argument("--scenario", action="append", choices=all_names + sorted(SCENARIO_GROUPS), metavar="NAME",
+                        help=f"run only this scenario (repeatable): {', '.join(all_names)}; 'latency' or 'clpctl' "
+                             "for all of those; default all")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes for a smoke run: 10, 100, 1000 sites and 40 sites at 100 ms")
-    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory (job log, stdout)")
+    parser.add_argument("--keep", action="store_true", help="keep each run's directory (job log, stdout, stderr)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run each scenario N times; the goals are judged on the median run (default 1)")
+                        help="run each scenario N times, job and reference alternately; goals judged on the median")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
-    wanted = set(args.scenario or all_names)
-    if "latency" in wanted:
-        wanted |= {"latency-w1", "latency-w8"}
+    wanted = set()
+    for name in args.scenario or all_names:
+        wanted |= set(SCENARIO_GROUPS.get(name, (name,)))
     selected = [s for s in scenarios(args.quick) if s.name in wanted]
 
     started = datetime.datetime.now()
+    launcher = Launcher()
     print(f"hosting-automator benchmark: {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}, {started:%Y-%m-%d %H:%M:%S}")
+          f"Python {sys.version.split()[0]}, {started:%Y-%m-%d %H:%M:%S}; peak RSS from "
+          f"{'GNU time' if launcher.time else 'the launcher (os.wait4)'}")
     for s in selected:
-        print(f"  {s.name:<11} {s.describe()}")
+        print(f"  {s.name:<13} {s.describe()}")
     print(flush=True)
 
-    launcher = Launcher()
     results = []
     try:
-        for s in [s for s in selected for _ in range(max(args.repeat, 1))]:
-            print(f"running {s.name}: {s.describe()} ...", flush=True)
-            result = run_scenario(s, launcher, keep=args.keep)
-            results.append(result)
-            print(f"  wall {result['wall_s']:.2f} s, exit {result['exit_code']}, "
-                  f"{'ok' if not result['failures'] else 'FAILED'}", flush=True)
+        for s in selected:
+            for repetition in range(args.repeat):
+                # alternate which client goes first, so that a drift of the host weighs on both alike
+                for who in (CLIENTS if repetition % 2 == 0 else CLIENTS[::-1]):
+                    print(f"running {s.name} ({s.describe()}), run {repetition + 1}, {who} ...", flush=True)
+                    result = run_client(s, who, launcher, repetition, keep=args.keep)
+                    results.append(result)
+                    print(f"  wall {result['wall_s']:.2f} s, exit {result['exit_code']}, "
+                          f"{'ok' if not result['failures'] else 'FAILED'}", flush=True)
     finally:
         launcher.close()
 
     print()
     print_table(results)
     print()
-    print("overhead = (wall - latency the stand-ins injected) / sites, one worker only (with more, latency overlaps);"
-          "\njob CPU = the job's user+system CPU; stand-ins CPU = the benchmark process's CPU during the run;"
-          "\nmachine others % = CPU other processes took meanwhile, share of all cores (near 0 for clean figures);"
-          "\nhost steal % = CPU the hypervisor gave other guests of the host instead (near 0 for clean figures)")
-    noisy = [r["scenario"] for r in results if (r["other_cpu_share"] or 0) + (r.get("steal_share") or 0) > 0.10]
+    print("ratio = wall of the job / wall of the reference client run beside it (bench/reference.py, the same calls"
+          "\n  on supabase-py and requests); overhead = (wall - latency the stand-ins injected) / sites, one worker"
+          "\n  only; CPU = the client's user+system CPU (with clpctl, the fake clpctl processes' too); stand-ins CPU ="
+          "\n  the benchmark process's CPU during the run; import = `python -c \"import supabase, requests\"` just"
+          "\n  before the job's run; others % = CPU other processes took meanwhile, steal % = CPU the hypervisor"
+          "\n  gave other guests (both share of all cores, near 0 for clean figures)")
+    noisy = sorted({r["scenario"] for r in results
+                    if (r["other_cpu_share"] or 0) + (r.get("steal_share") or 0) > 0.10})
     if noisy:
         print(f"WARNING: other processes or other guests of the host took more than 10% of the machine during "
               f"{', '.join(noisy)}: those figures are inflated; rerun when the machine is quiet")
+    warnings = sequence_warnings(results)
+    if warnings:
+        print()
+        print("\n".join(warnings))
     print()
     checks = goal_checks(results)
     for verdict, text in checks:
@@ -438,12 +702,13 @@ def main(argv=None):
     path = RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps({
         "started": started.isoformat(timespec="seconds"), "quick": args.quick, "cpus": os.cpu_count(),
-        "python": sys.version.split()[0], "results": results,
+        "python": sys.version.split()[0], "repeat": args.repeat,
+        "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+        "request_sequence_warnings": warnings,
         "goals": [{"verdict": v, "check": t} for v, t in checks],
     }, indent=2) + "\n")
     print(f"\nresults written to {path.relative_to(REPO)}")
-    failed = any(r["failures"] for r in results)
-    return 1 if failed else 0
+    return 1 if any(r["failures"] for r in results) else 0
 
 
 if __name__ == "__main__":
