@@ -22,6 +22,7 @@ def run_checks(settings, services=None, out=print):
                                   f"table {settings.sites_table})")]
     checks = [
         ("Supabase", lambda: _supabase(services, settings)),
+        ("servers", lambda: _servers(services, settings)),
         ("CloudPanel", lambda: services.cloudpanel.check()),
         ("Matomo", lambda: services.matomo.check()),
         ("HTTPS", lambda: _https_endpoint(settings, services)),
@@ -51,6 +52,17 @@ def run_checks(settings, services=None, out=print):
 def _supabase(services, settings):
     services.supabase.check_table()
     return f"{settings.supabase_url} reachable, key accepted, table {settings.sites_table} has every column"
+
+
+def _servers(services, settings):
+    """Which pending rows this server would take: its own and the unassigned ones, never another server's."""
+    counts = services.supabase.pending_by_server()
+    here, unassigned = counts.pop(settings.server_name, 0), counts.pop(None, 0)
+    where = (f"SERVER_ADDRESSES {', '.join(str(address) for address in settings.server_addresses)} (a row is taken "
+             "only when its domain's DNS names one)" if settings.server_addresses
+             else "SERVER_ADDRESSES unset (DNS is not asked)")
+    return (f"SERVER_NAME {settings.server_name}, {where}; pending rows: {here} assigned here, {unassigned} "
+            f"unassigned, {sum(counts.values())} assigned to other servers")
 
 
 def _https_endpoint(settings, services):

@@ -59,6 +59,10 @@ class MatomoError(ServiceError):
     """Matomo refused or failed; only a warning, the site still goes live."""
 
 
+class DnsError(ServiceError):
+    """No name server answered for a domain; the row is left as it is for the next run."""
+
+
 class SupabaseError(ServiceError):
     """Reading or writing the sites table failed."""
 

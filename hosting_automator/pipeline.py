@@ -11,6 +11,7 @@ from hosting_automator.domains import normalise_domain
 from hosting_automator.errors import (
     CertificateError,
     CloudPanelError,
+    DnsError,
     InvalidDomainError,
     MatomoError,
     RunInterrupted,
@@ -18,7 +19,8 @@ from hosting_automator.errors import (
     SetupError,
     SupabaseError,
 )
-from hosting_automator.report import ACTIVE, FAILED, NOT_RECORDED, POSTPONED, RunOutcomes, SiteOutcome
+from hosting_automator.report import (ACTIVE, FAILED, LEFT_TO_OTHERS, NOT_RECORDED, POSTPONED, WAITING_FOR_DNS,
+                                      RunOutcomes, SiteOutcome)
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ class Pipeline:
             return None
         reason = f"duplicate: row {owner} is the same site ({domain}) and is set up instead of this one"
         with site_context(domain):
+            not_ours = self._not_this_servers(row, domain)
+            if not_ours is not None:
+                return not_ours
             logger.error("Row %s: %s", row.get("id"), reason)
             if self.options.dry_run:
                 return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
@@ -130,8 +135,12 @@ class Pipeline:
             domain = normalise_domain(row.get("domain"))
         except InvalidDomainError as err:
             logger.error("Site %s: invalid domain: %s", row.get("id"), err)
-            return self._record(row, _shown_domain(row), FAILED, error=f"invalid domain: {err}")
+            return (self._not_claimed(row, _shown_domain(row))
+                    or self._record(row, _shown_domain(row), FAILED, error=f"invalid domain: {err}"))
         with site_context(domain):
+            not_ours = self._not_this_servers(row, domain)
+            if not_ours is not None:
+                return not_ours
             logger.info("Setting up hosting")
             try:
                 site = self.services.cloudpanel.create_static_site(domain)
@@ -164,6 +173,62 @@ class Pipeline:
             self._stop_point()
             return self._record(row, domain, ACTIVE, doc_root=doc_root, matomo_id=matomo_id, warning=warning)
 
+    def _not_this_servers(self, row, domain):
+        """None when this server is to build the site: DNS names it (when SERVER_ADDRESSES is set) and the row is
+        claimed for it. Otherwise the outcome of leaving the row: unassigned for the server DNS names, waiting
+        for DNS (a row assigned here), or claimed by another server first."""
+        try:
+            elsewhere = self._dns_elsewhere(domain)
+        except DnsError as err:  # no answer says nothing about where the site lives
+            return self._postpone(row, domain, str(err))
+        if elsewhere is None:
+            return self._not_claimed(row, domain)
+        if row.get("hosting_server") is None:
+            logger.info("%s; left unassigned for the server it names", elsewhere)
+            return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=elsewhere)
+        logger.info("%s; the row stays %s", elsewhere, row.get("status_hosting"))
+        if not self.options.dry_run and row.get("error_message") != elsewhere:
+            try:
+                self.services.supabase.note(row["id"], elsewhere, read_status=row.get("status_hosting") or "pending")
+            except SetupError:
+                raise
+            except ServiceError as err:
+                logger.error("Could not note why the row waits: %s", err)
+        return SiteOutcome(row.get("id"), domain, WAITING_FOR_DNS, warning=elsewhere)
+
+    def _dns_elsewhere(self, domain):
+        """Why DNS says the site lives elsewhere, or None when it names this server (or SERVER_ADDRESSES is unset)."""
+        here = self.services.server_addresses
+        if not here:
+            return None
+        found = self.services.dns.addresses(domain)
+        if found & set(here):
+            return None
+        shown = ", ".join(str(address) for address in sorted(found, key=lambda a: (a.version, a))) or "no address"
+        return (f"waiting for DNS: {domain} resolves to {shown}, not this server "
+                f"({', '.join(str(address) for address in here)})")
+
+    def _not_claimed(self, row, domain):
+        """None when the row is this server's (it was, or the claim now won); else the outcome of leaving it."""
+        name = self.services.server_name
+        if name is None or row.get("hosting_server") is not None:  # rows are read only when they are ours or nobody's
+            return None
+        if self.options.dry_run:
+            logger.info("Would claim this row for %s (dry run: nothing changed)", name)
+            return None
+        read_status = row.get("status_hosting") or "pending"
+        try:
+            if self.services.supabase.claim(row["id"], read_status):
+                logger.info("Claimed for %s", name)
+                return None
+            owner = self.services.supabase.assigned_server(row["id"])
+        except SetupError:
+            raise
+        except ServiceError as err:
+            return self._postpone(row, domain, f"could not claim the row: {err}")
+        logger.info("Claimed by %s first; left to it", owner or "another server")
+        return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=f"assigned to {owner}" if owner else None)
+
     def plan_site(self, row):
         """--dry-run: say what would be done, asking the services only read-only questions."""
         try:
@@ -172,7 +237,10 @@ class Pipeline:
             logger.error("Site %s: invalid domain: %s (dry run: nothing changed)", row.get("id"), err)
             return SiteOutcome(row.get("id"), _shown_domain(row), "would fail", error=f"invalid domain: {err}")
         with site_context(domain):
-            plan = []
+            not_ours = self._not_this_servers(row, domain)
+            if not_ours is not None:
+                return not_ours
+            plan = ["would claim the row"] if row.get("hosting_server") is None and self.services.server_name else []
             try:
                 site_user = self.services.cloudpanel.existing_site_user(domain)
             except CloudPanelError as err:

@@ -10,6 +10,7 @@ from hosting_automator.core.logging_setup import secret_values
 
 ACTIVE, FAILED = "active", "failed"
 POSTPONED, NOT_RECORDED = "postponed", "not recorded"
+LEFT_TO_OTHERS, WAITING_FOR_DNS = "left to other servers", "waiting for DNS"  # not failures: another run's or DNS's
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
 
 
@@ -78,7 +79,10 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
     if changed:
         parts.append(f"{changed} changed by someone else")
     if dry_run:
-        parts = [f"{len(outcomes)} would be processed"]
+        parts = [f"{len(outcomes) - counts[LEFT_TO_OTHERS] - counts[WAITING_FOR_DNS]} would be processed"]
+    for outcome in (LEFT_TO_OTHERS, WAITING_FOR_DNS):
+        if counts[outcome]:
+            parts.append(f"{counts[outcome]} {outcome}")
     line = "Run finished: " + ", ".join(parts)
     if interrupted:
         line = "Run interrupted: " + ", ".join(parts) + "; the sites not finished stay as they were"
@@ -108,7 +112,9 @@ def json_chunks(outcomes, summary, exit_code, dry_run=False):
 
     Secrets are masked in each value before it is encoded: JSON escapes quotes and backslashes, and an escaped
     secret would no longer be recognised in the finished text."""
-    head = json.dumps({"summary": secret_values.mask(summary), "exit_code": exit_code, "dry_run": dry_run})
+    counts = dict(sorted(getattr(outcomes, "counts", {}).items()))  # outcome -> number of sites
+    head = json.dumps({"summary": secret_values.mask(summary), "exit_code": exit_code, "dry_run": dry_run,
+                       "counts": counts})
     yield head[:-1] + ', "sites": ['
     for index, o in enumerate(outcomes):
         site = {"id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root,

@@ -347,7 +347,7 @@ def test_json_option_writes_the_document_when_settings_stop_the_run(tmp_path):
                    "  - SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the /rest/v1 "
                    "of its API, got 'https://***@abcd.supabase.co/rest/v1'\n"
                    "  - SUPABASE_SERVICE_KEY is not set\n  - MATOMO_API_URL is not set",
-        "exit_code": 2, "dry_run": True, "sites": []}
+        "exit_code": 2, "dry_run": True, "counts": {}, "sites": []}
 
 
 @pytest.mark.parametrize("arguments", [["--json", "--workers", "0"], ["--js", "--limit", "x"]])

@@ -225,7 +225,8 @@ def test_dry_run_reports_the_plan_and_writes_nothing_anywhere(standins):
     assert len(certificate_requests(standins.db_path)) == 1
     assert standins.postgrest.get(ids[0])["status_hosting"] == "pending"
     new_user = site_user_for("new.example.test")
-    assert (f"[new.example.test] Would set up /home/{new_user}/htdocs/new.example.test: would create CloudPanel "
+    assert (f"[new.example.test] Would set up /home/{new_user}/htdocs/new.example.test: would claim the row; would "
+            "create CloudPanel "
             f"site user {new_user}; would request a certificate; would create a Matomo site (dry run: nothing changed)"
             ) in result.log
     assert ("[old.example.test] Would set up /home/" + site_user_for("old.example.test") + "/htdocs/old.example.test: "
@@ -255,11 +256,11 @@ def test_reading_fails_with_a_wrong_key_aborts_with_one_clear_message(standins):
 
 def test_missing_column_aborts_the_run_naming_the_migration(standins):
     add_rows(standins, {"domain": "a.example.test"}, {"domain": "b.example.test"})
-    standins.postgrest.columns.remove("error_message")
+    standins.postgrest.columns.remove("doc_root")  # written, never read: the first write finds it missing
     result = run_job(standins)
     assert result.returncode == 1
     assert "a column is missing (HTTP 400 PGRST204" in result.log
-    assert "apply supabase/migrations/20261125000000_hosting_columns.sql" in result.log
+    assert "apply the files of supabase/migrations/, in order" in result.log
     assert [s["domain_name"] for s in read_sites(standins.db_path)] == ["a.example.test"]  # b was not started
 
 

@@ -62,9 +62,9 @@ def test_valid_but_unusual_names_are_normalised_before_any_call(standins):
 
 
 def patch_of(domain, fault):
-    """A fault for every PATCH of the row holding `domain` (the stand-in's request carries the id filter)."""
+    """A fault for every write of the outcome of the row holding `domain` (not its claim)."""
     def hook(request, standins):
-        if request["method"] != "PATCH":
+        if request["method"] != "PATCH" or '"status_hosting"' not in request["body"]:
             return None
         row_id = int(request["query"]["id"][0].split(".", 1)[1])
         return fault if standins.postgrest.get(row_id)["domain"] == domain else None

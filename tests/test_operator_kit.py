@@ -13,13 +13,13 @@ def check_lines(result):
 def test_check_against_working_services_passes_every_line(standins):
     result = run_job(standins, "--check")
     lines = check_lines(result)
-    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  Matomo", "PASS  HTTPS", "PASS  log file",
-                          "PASS  lock file",
+    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  servers", "PASS  Matomo", "PASS  HTTPS",
+                          "PASS  log file", "PASS  lock file",
                           "PASS  CloudPanel" if os.geteuid() == 0 else "FAIL  CloudPanel"}
     assert f"table sites has every column" in lines["PASS  Supabase"]
     assert "Matomo 5.2.0" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
     assert result.returncode == (0 if os.geteuid() == 0 else 1)
-    assert result.stdout.splitlines()[-1] == ("7 passed, 0 failed" if os.geteuid() == 0 else "6 passed, 1 failed")
+    assert result.stdout.splitlines()[-1] == ("8 passed, 0 failed" if os.geteuid() == 0 else "7 passed, 1 failed")
     # read-only: nothing was written anywhere
     assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
     assert standins.matomo.sites == {}
@@ -45,7 +45,7 @@ def test_check_names_the_fix_for_each_broken_service(standins):
                                                       "CLOUDPANEL_HTTPS_ADDRESS": "127.0.0.1:9"})
     lines = check_lines(result)
     assert result.returncode == 1
-    assert "apply supabase/migrations/20261125000000_hosting_columns.sql" in lines["FAIL  Supabase"]
+    assert "apply the files of supabase/migrations/, in order" in lines["FAIL  Supabase"]
     assert "not a super user" in lines["FAIL  Matomo"] and "MATOMO_API_TOKEN" in lines["FAIL  Matomo"]
     assert lines["FAIL  HTTPS"].startswith("FAIL  HTTPS: CLOUDPANEL_HTTPS_ADDRESS 127.0.0.1:9 cannot be reached (")
     assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be created "
@@ -167,3 +167,17 @@ def test_check_fails_when_this_machine_does_not_trust_the_certificate_a_live_sit
         f"FAIL  HTTPS: {standins.env['CLOUDPANEL_HTTPS_ADDRESS']} serves live.example.test a certificate this machine "
         "does not trust: the certificate served does not verify (")
     assert "set SSL_CERT_FILE to a CA bundle that verifies it" in distrusted["FAIL  HTTPS"]
+
+
+def test_check_names_this_server_and_counts_the_pending_rows_by_who_builds_them(standins):
+    for domain, server in (("mine.example.test", "web-1"), ("free.example.test", None),
+                           ("free2.example.test", None), ("theirs.example.test", "web-2")):
+        standins.postgrest.insert({"domain": domain, "status_dns": "active", "status_hosting": "pending",
+                                   "hosting_server": server})
+
+    result = run_job(standins, "--check", overrides={"SERVER_NAME": "web-1", "SERVER_ADDRESSES": "198.51.100.7"})
+
+    assert check_lines(result)["PASS  servers"] == (
+        "PASS  servers: SERVER_NAME web-1, SERVER_ADDRESSES 198.51.100.7 (a row is taken only when its domain's DNS "
+        "names one); pending rows: 1 assigned here, 2 unassigned, 1 assigned to other servers")
+    assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}

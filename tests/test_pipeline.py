@@ -1,5 +1,6 @@
 """The outcome of each step, row by row, with in-memory services: what each step's outcome does to the row."""
 
+import ipaddress
 import logging
 import threading
 
@@ -8,6 +9,7 @@ import pytest
 from hosting_automator.errors import (
     CertificateError,
     CloudPanelError,
+    DnsError,
     MatomoError,
     SupabaseError,
     SupabaseSetupError,
@@ -32,8 +34,30 @@ class MemorySupabase:
             if self.fail_fetch_after is not None and count >= self.fail_fetch_after:
                 raise self.fail_fetch_after_error
             row = self.rows[row_id]
-            if row["status_dns"] == "active" and row["status_hosting"] in statuses:
-                yield {"id": row["id"], "domain": row["domain"], "status_hosting": row["status_hosting"]}
+            if row["status_dns"] == "active" and row["status_hosting"] in statuses and \
+                    row.get("hosting_server") in (None, self.server_name):
+                yield {key: row.get(key) for key in ("id", "domain", "status_hosting", "hosting_server",
+                                                      "error_message")}
+
+    server_name = None
+    claims_lost_to = None  # another server's name: every claim loses to it
+
+    def claim(self, site_id, read_status="pending"):
+        row = self.rows[site_id]
+        if self.claims_lost_to:
+            row["hosting_server"] = self.claims_lost_to
+        if row.get("hosting_server") is not None or row["status_hosting"] != read_status:
+            return False
+        row["hosting_server"] = self.server_name
+        return True
+
+    def note(self, site_id, error_message, read_status="pending"):
+        self.updates.append(site_id)
+        self.rows[site_id]["error_message"] = error_message
+        return True
+
+    def assigned_server(self, site_id):
+        return self.rows[site_id].get("hosting_server")
 
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
                                    read_status="pending"):
@@ -94,6 +118,9 @@ class MemoryServices:
         self.retry = retry
         self.served = set()
         self.probes = []
+        self.server_name = None  # one server: no claims
+        self.server_addresses = ()
+        self.dns = None
 
     def served_certificate(self, domain):
         self.probes.append(domain)
@@ -370,3 +397,118 @@ def test_duplicate_row_in_a_dry_run_is_reported_and_written_nowhere(retry):
     assert [(o.outcome, o.error) for o in outcomes][1] == (
         "would fail", "duplicate: row 1 is the same site (shop.example) and is set up instead of this one")
     assert services.supabase.updates == []
+
+
+# --- several servers: claims and DNS ---------------------------------------------------------------------------
+
+class MemoryDns:
+    def __init__(self, records):
+        self.records = records  # domain -> list of addresses; an exception to raise
+        self.asked = []
+
+    def addresses(self, domain):
+        self.asked.append(domain)
+        answer = self.records.get(domain, [])
+        if isinstance(answer, Exception):
+            raise answer
+        return {ipaddress.ip_address(address) for address in answer}
+
+
+def fleet_member(rows, retry, name="web-1", addresses=("198.51.100.7",), records=None):
+    services = MemoryServices(rows, retry)
+    services.server_name = services.supabase.server_name = name
+    services.server_addresses = tuple(ipaddress.ip_address(address) for address in addresses)
+    services.dns = MemoryDns(records or {}) if addresses else None
+    return services
+
+
+def test_unassigned_row_whose_dns_names_this_server_is_claimed_then_built(retry):
+    services = fleet_member([row(1, "here.example")], retry, records={"here.example": ["198.51.100.7"]})
+
+    _, outcomes = run(services)
+
+    assert services.supabase.rows[1]["hosting_server"] == "web-1"
+    assert services.supabase.rows[1]["status_hosting"] == "active"
+    assert [o.outcome for o in outcomes] == ["active"]
+
+
+@pytest.mark.parametrize("records, shown", [
+    ({"there.example": ["203.0.113.9"]}, "203.0.113.9"),
+    ({}, "no address"),  # NXDOMAIN, or no A/AAAA record: not here
+])
+def test_unassigned_row_whose_dns_names_another_address_is_left_unassigned_and_untouched(retry, records, shown):
+    services = fleet_member([row(1, "there.example")], retry, records=records)
+
+    pipeline, outcomes = run(services)
+
+    assert services.supabase.rows[1] == row(1, "there.example")  # not claimed, not written
+    assert services.cloudpanel.sites == {} and services.cloudpanel.certificate_calls == []
+    assert [(o.outcome, o.warning) for o in outcomes] == [
+        ("left to other servers", f"waiting for DNS: there.example resolves to {shown}, not this server "
+                                  "(198.51.100.7)")]
+    assert not any(o.is_failure for o in outcomes)
+
+
+def test_row_assigned_here_whose_dns_moved_away_waits_with_the_reason_in_the_row_and_no_certificate(retry):
+    services = fleet_member([row(1, "moved.example") | {"hosting_server": "web-1"}], retry,
+                            records={"moved.example": ["203.0.113.9", "2001:db8::9"]})
+
+    _, outcomes = run(services)
+
+    assert services.supabase.rows[1]["status_hosting"] == "pending"
+    assert services.supabase.rows[1]["error_message"] == (
+        "waiting for DNS: moved.example resolves to 203.0.113.9, 2001:db8::9, not this server (198.51.100.7)")
+    assert services.cloudpanel.certificate_calls == []
+    assert [o.outcome for o in outcomes] == ["waiting for DNS"]
+
+
+def test_waiting_note_is_cleared_when_the_site_goes_live(retry):
+    waiting = "waiting for DNS: back.example resolves to 203.0.113.9, not this server (198.51.100.7)"
+    services = fleet_member([row(1, "back.example") | {"hosting_server": "web-1", "error_message": waiting}], retry,
+                            records={"back.example": ["198.51.100.7"]})
+
+    run(services)
+
+    assert (services.supabase.rows[1]["status_hosting"], services.supabase.rows[1]["error_message"]) == (
+        "active", None)
+
+
+def test_claim_lost_to_another_server_leaves_the_row_to_it_quietly(retry, caplog):
+    services = fleet_member([row(1, "race.example")], retry, records={"race.example": ["198.51.100.7"]})
+    services.supabase.claims_lost_to = "web-2"
+
+    _, outcomes = run(services)
+
+    assert services.cloudpanel.sites == {} and services.supabase.updates == []
+    assert [(o.outcome, o.warning) for o in outcomes] == [("left to other servers", "assigned to web-2")]
+    assert any(r.getMessage() == "Claimed by web-2 first; left to it" and r.levelname == "INFO"
+               for r in caplog.records)
+
+
+def test_dns_that_does_not_answer_leaves_the_row_as_read_for_the_next_run(retry):
+    services = fleet_member([row(1, "slow.example")], retry,
+                            records={"slow.example": DnsError("DNS: no answer for slow.example A within 30 s",
+                                                              transient=True)})
+
+    _, outcomes = run(services)
+
+    assert services.supabase.rows[1] == row(1, "slow.example")
+    assert [(o.outcome, o.error) for o in outcomes] == [("postponed", "DNS: no answer for slow.example A within 30 s")]
+
+
+def test_without_server_addresses_a_row_is_claimed_and_built_without_asking_dns(retry):
+    services = fleet_member([row(1, "any.example")], retry, addresses=())
+
+    run(services)
+
+    assert services.supabase.rows[1]["hosting_server"] == "web-1"
+    assert services.supabase.rows[1]["status_hosting"] == "active"
+
+
+def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
+    services = fleet_member([row(1, "bad..example")], retry)
+
+    run(services)
+
+    assert (services.supabase.rows[1]["hosting_server"], services.supabase.rows[1]["status_hosting"]) == (
+        "web-1", "failed")

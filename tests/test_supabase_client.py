@@ -18,18 +18,18 @@ from tests.sockets import closed_port
 
 SERVICE_KEY = "sb_secret_Kq7vX2pLm9RtZw4YbN8cJd3F"
 TABLE_PATH = "/rest/v1/sites"
-PAGE_QUERY = "select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=eq.pending&order=id.asc"
-PAGE_AFTER_QUERY = ("select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=eq.pending&id=gt.{}"
-                    "&order=id.asc")
+COLUMNS = "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Cerror_message"
+PAGE_QUERY = COLUMNS + "&status_dns=eq.active&status_hosting=eq.pending&order=id.asc"
+PAGE_AFTER_QUERY = COLUMNS + "&status_dns=eq.active&status_hosting=eq.pending&id=gt.{}&order=id.asc"
 
 
 @pytest.fixture
 def make_client(httpserver, retry):
     clients = []
 
-    def make(timeout=5, table="sites", retry_policy=None):
+    def make(timeout=5, table="sites", retry_policy=None, server_name=None):
         client = SupabaseClient(url=httpserver.url_for("").rstrip("/"), service_key=SERVICE_KEY, table=table,
-                                timeout=timeout, retry=retry_policy or retry)
+                                timeout=timeout, retry=retry_policy or retry, server_name=server_name)
         clients.append(client)
         return client
 
@@ -111,7 +111,7 @@ def test_fetch_pending_hosting_sites_retry_failed_asks_for_pending_and_failed(ht
 
     (request, _), = httpserver.log
     assert request.query_string.decode() == (
-        "select=id%2Cdomain%2Cstatus_hosting&status_dns=eq.active&status_hosting=in.%28pending%2Cfailed%29"
+        "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Cerror_message&status_dns=eq.active&status_hosting=in.%28pending%2Cfailed%29"
         "&order=id.asc&limit=1000")
     assert request.args["status_hosting"] == "in.(pending,failed)"
 
@@ -213,7 +213,7 @@ def test_check_table_missing_column_42703_raises_setup_error_naming_the_migratio
     assert str(caught.value) == ("read the table: a column is missing (HTTP 400 42703: column sites.doc_root does "
                                  f"not exist); {MIGRATION_HINT}")
     (request, _), = httpserver.log
-    assert request.args["select"] == "id,domain,status_dns,status_hosting,doc_root,matomo_id,error_message"
+    assert request.args["select"] == "id,domain,status_dns,hosting_server,status_hosting,doc_root,matomo_id,error_message"
     assert request.args["limit"] == "1"
 
 
@@ -468,3 +468,62 @@ def test_update_site_hosting_status_check_violation_names_the_migration(httpserv
     assert not isinstance(caught.value, SupabaseSetupError)
     assert "the table refused the value (HTTP 400 23514: new row for relation" in str(caught.value)
     assert str(caught.value).endswith(MIGRATION_HINT)
+
+
+# --- several servers: one read for mine and unassigned, claims, notes ---------------------------------------------
+
+def test_fetch_pending_hosting_sites_of_a_server_is_one_query_for_its_rows_and_unassigned_ones(httpserver,
+                                                                                               make_client):
+    httpserver.expect_request(TABLE_PATH).respond_with_handler(Table([1]))
+
+    list(make_client(server_name="web-1").fetch_pending_hosting_sites())
+
+    (method, query), = requests_seen(httpserver)
+    assert query == (COLUMNS + "&status_dns=eq.active&status_hosting=eq.pending"
+                     "&or=%28hosting_server.eq.web-1%2Chosting_server.is.null%29&order=id.asc&limit=1000")
+
+
+def test_claim_is_a_conditional_update_on_unassigned_and_the_status_read(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([{"id": 7, "hosting_server": "web-1"}])
+
+    assert make_client(server_name="web-1").claim(7) is True
+
+    (request, _), = httpserver.log
+    assert request.query_string.decode() == "id=eq.7&status_hosting=eq.pending&hosting_server=is.null"
+    assert json.loads(request.get_data()) == {"hosting_server": "web-1"}
+
+
+def test_claim_won_by_another_server_first_is_false(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([])
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_json(
+        [{"hosting_server": "web-2", "status_hosting": "pending"}])
+
+    assert make_client(server_name="web-1").claim(7) is False
+
+
+def test_claim_whose_answer_was_lost_finds_it_landed_and_is_true(httpserver, make_client, sleeps):
+    row = {"hosting_server": None, "status_hosting": "pending"}
+    patches = []
+
+    def patch(request):
+        patches.append(1)
+        if row["hosting_server"] is not None:
+            return json_response(200, [])
+        row["hosting_server"] = "web-1"
+        request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)  # written, but no answer
+        return json_response(200, [row])
+
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request(TABLE_PATH, method="GET").respond_with_handler(lambda request: json_response(200, [row]))
+
+    assert make_client(server_name="web-1").claim(7) is True
+    assert len(patches) == 2 and sleeps == [0.75]
+
+
+def test_outcome_of_a_server_is_written_only_while_the_row_is_still_assigned_to_it(httpserver, make_client):
+    httpserver.expect_request(TABLE_PATH, method="PATCH").respond_with_json([{"id": 7}])
+
+    make_client(server_name="web-1").update_site_hosting_status(7, "active", doc_root="/d", matomo_id=3)
+
+    (request, _), = httpserver.log
+    assert request.query_string.decode() == "id=eq.7&status_hosting=eq.pending&hosting_server=eq.web-1"

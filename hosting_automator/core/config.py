@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ MAX_HOST_NAME_LENGTH = 253  # RFC 1035: 255 octets on the wire, less the length 
 MAX_HOST_LABEL_LENGTH = 63
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# A server's name goes into PostgREST filters (`or=(hosting_server.eq.NAME,…)`): a comma, parenthesis, quote or
+# space would change the filter, so only these characters are taken.
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62})$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # The name of a .env line's variable, shown only when the line plainly starts with one; never anything after "=".
 _ENV_LINE_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
@@ -64,6 +68,9 @@ class Settings:
     max_sites_per_run: int = DEFAULT_MAX_SITES_PER_RUN
     workers: int = 1
     cloudpanel_concurrency: int = 1
+    server_name: str = "localhost"
+    server_addresses: tuple = ()  # ipaddress objects; empty: DNS is not asked where a site lives
+    dns_resolvers: tuple = ()  # (address, port) pairs; empty: the system's resolvers
     env_file: str | None = None  # the .env file that was read, if any
 
     @property
@@ -148,6 +155,9 @@ def load_settings(env_file=None, environ=None):
         max_sites_per_run=reader.integer("MAX_SITES_PER_RUN", DEFAULT_MAX_SITES_PER_RUN, 0, MAX_SITES_PER_RUN_LIMIT),
         workers=reader.integer("WORKERS", 1, 1, MAX_WORKERS),
         cloudpanel_concurrency=reader.integer("CLOUDPANEL_CONCURRENCY", 1, 1, MAX_CLOUDPANEL_CONCURRENCY),
+        server_name=reader.server_name("SERVER_NAME"),
+        server_addresses=reader.addresses("SERVER_ADDRESSES"),
+        dns_resolvers=reader.resolvers("DNS_RESOLVERS"),
         env_file=used_env_file,
     )
     if problems:
@@ -357,3 +367,52 @@ class _Reader:
             self.problems.append(f"{name} has a host name that cannot be used ({problem}), got {value!r}")
             return "127.0.0.1", 443
         return host, int(port)
+
+    def server_name(self, name):
+        value = self.text(name)
+        shown = f"got {_shortened(value)}" if value else f"the host's name {socket.gethostname()!r} is not one"
+        value = value or socket.gethostname()
+        if not _SERVER_NAME.match(value):
+            self.problems.append(f"{name} must be letters, digits, dots and dashes (at most 63, starting with a letter "
+                                 f"or digit), {shown}")
+            return "localhost"
+        return value
+
+    def addresses(self, name):
+        """Comma-separated IPv4 and IPv6 addresses, as DNS would answer them."""
+        value = self.text(name)
+        if value is None:
+            return ()
+        found = []
+        for item in value.split(","):
+            try:
+                found.append(ipaddress.ip_address(item.strip()))
+            except ValueError:
+                self.problems.append(f"{name} must be IPv4 or IPv6 addresses separated by commas, got "
+                                     f"{_shortened(item.strip())}")
+                return ()
+        return tuple(found)
+
+    def resolvers(self, name):
+        """Comma-separated `ip` or `ip:port` (`[ipv6]:port`)."""
+        value = self.text(name)
+        if value is None:
+            return ()
+        found = []
+        for item in (item.strip() for item in value.split(",")):
+            host, port = item, "53"
+            if item.startswith("["):
+                host, _, rest = item[1:].partition("]")
+                port = rest[1:] if rest.startswith(":") else "53" if not rest else ""
+            elif item.count(":") == 1:
+                host, port = item.split(":")
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                address = None
+            if address is None or whole_number(port, 1, 65535) is None:
+                self.problems.append(f"{name} must be name servers as ip or ip:port separated by commas, like "
+                                     f"1.1.1.1,[2606:4700:4700::1111]:53, got {_shortened(item)}")
+                return ()
+            found.append((str(address), int(port)))
+        return tuple(found)

@@ -3,12 +3,14 @@ once per run, before any worker starts, so the workers share one connection pool
 
 from hosting_automator.core.http import Session
 from hosting_automator.services.cloudpanel_client import ClpctlClient, GatewayClient
+from hosting_automator.services.dns_client import DnsClient
 from hosting_automator.services.matomo_client import MatomoClient
 from hosting_automator.services.served_certificate import served_certificate, trust_store
 
 
 class Services:
-    """The run's clients: .http (the requests session), .supabase, .cloudpanel, .matomo, .served_certificate."""
+    """The run's clients: .http (the requests session), .supabase, .cloudpanel, .matomo, .served_certificate, and
+    .dns with this server's .server_addresses (None and empty when DNS does not decide where sites live)."""
 
     def __init__(self, settings, retry, workers=1, lock_fd=None):
         # supabase-py is imported only once a run reaches Supabase: --help and a configuration error stay instant.
@@ -20,7 +22,10 @@ class Services:
         self._trust_store = trust_store()
         self.http = Session(s.http_timeout, pool_size=workers)
         self.supabase = SupabaseClient(s.supabase_url, s.supabase_service_key, s.sites_table, s.http_timeout, retry,
-                                       pool_size=workers)
+                                       pool_size=workers, server_name=s.server_name)
+        self.server_name = s.server_name
+        self.server_addresses = s.server_addresses
+        self.dns = DnsClient(s.dns_resolvers, s.http_timeout) if s.server_addresses else None
         if s.uses_gateway:
             self.cloudpanel = GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token, self.http,
                                             s.cloudpanel_concurrency, retry=retry,

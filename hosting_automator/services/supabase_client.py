@@ -1,6 +1,7 @@
 """The `sites` table in Supabase through supabase-py: read the pending sites page by page, write each outcome with
 a conditional update."""
 
+import collections
 import logging
 import threading
 
@@ -15,13 +16,13 @@ from hosting_automator.errors import SupabaseError, SupabaseSetupError
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000  # hosted Supabase answers at most 1,000 rows at once
-SELECTED_COLUMNS = "id,domain,status_hosting"
+SELECTED_COLUMNS = "id,domain,status_hosting,hosting_server,error_message"
 OUTCOME_COLUMNS = ("status_hosting", "doc_root", "matomo_id", "error_message")
-ALL_COLUMNS = ("id", "domain", "status_dns") + OUTCOME_COLUMNS
+ALL_COLUMNS = ("id", "domain", "status_dns", "hosting_server") + OUTCOME_COLUMNS
 ERROR_MESSAGE_MAX = 500
 # PostgREST's own "cannot reach the database right now" codes
 TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
-MIGRATION_HINT = "apply supabase/migrations/20261125000000_hosting_columns.sql"
+MIGRATION_HINT = "apply the files of supabase/migrations/, in order"
 
 
 class SupabaseClient:
@@ -29,8 +30,9 @@ class SupabaseClient:
     run's timeout kept as given (supabase-py's own option truncates 0.5 s to 0), and supabase-py's retries off,
     since core/retry.py is the one retry policy."""
 
-    def __init__(self, url, service_key, table, timeout, retry, pool_size=1):
+    def __init__(self, url, service_key, table, timeout, retry, pool_size=1, server_name=None):
         self.table_name = table
+        self.server_name = server_name  # this server's rows: hosting_server = it, or null (unassigned)
         self.timeout = timeout
         self.retry = retry
         self._last = threading.local()  # this thread's last answer: postgrest's APIError does not carry its status
@@ -80,6 +82,8 @@ class SupabaseClient:
     def _fetch_page(self, statuses, last_id, page_size):
         query = self._table().select(SELECTED_COLUMNS).eq("status_dns", "active")
         query = query.eq("status_hosting", statuses[0]) if len(statuses) == 1 else query.in_("status_hosting", statuses)
+        if self.server_name is not None:  # one query for both: a row this server claimed, and one nobody has
+            query = query.or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null")
         if last_id is not None:
             query = query.gt("id", last_id)
         rows = self._execute(query.order("id").limit(page_size), "read the pending sites")
@@ -90,42 +94,87 @@ class SupabaseClient:
 
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
                                    read_status="pending"):
-        """Write a site's outcome if its row still has the status it was read with; True when it was written.
+        """Write a site's outcome if its row is still as it was read (and still this server's); True when written.
 
-        False means someone changed the row meanwhile. When the update matches no row, the row is read again:
-        already as we meant to leave it, an earlier attempt landed but its answer was lost (True); still as it
-        was read, the key may read but not write (row-level security), and every write of the run would fail
-        the same way (SupabaseSetupError).
-        """
+        False means someone changed the row meanwhile. Raises SupabaseError, or SupabaseSetupError when the key
+        may read but not write."""
         if error_message is not None:
             error_message = secret_values.excerpt(error_message, ERROR_MESSAGE_MAX)
         values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
                   "error_message": error_message}
+        return self._conditional_update(site_id, values, self._as_read(read_status),
+                                        f"record the outcome of site {site_id}")
+
+    def claim(self, site_id, read_status="pending"):
+        """Assign an unassigned row to this server; False when another server's claim came first.
+
+        Raises SupabaseError, or SupabaseSetupError when the key may read but not write."""
+        return self._conditional_update(site_id, {"hosting_server": self.server_name},
+                                        {"status_hosting": read_status, "hosting_server": None},
+                                        f"claim site {site_id} for {self.server_name}")
+
+    def note(self, site_id, error_message, read_status="pending"):
+        """Say in the row why it waits (its status unchanged); False when the row changed meanwhile."""
+        return self._conditional_update(site_id, {"error_message": error_message}, self._as_read(read_status),
+                                        f"note why site {site_id} waits")
+
+    def assigned_server(self, site_id):
+        """The server a row is assigned to now, or None."""
+        rows = self._execute(self._table().select("hosting_server").eq("id", site_id), f"re-read site {site_id}")
+        return rows[0].get("hosting_server") if rows else None
+
+    def _as_read(self, read_status):
+        conditions = {"status_hosting": read_status}
+        if self.server_name is not None:  # never write a row another server took meanwhile
+            conditions["hosting_server"] = self.server_name
+        return conditions
+
+    def _conditional_update(self, site_id, values, conditions, what):
+        """Write `values` to the row only while it matches `conditions` (None: is null); True when it was written.
+
+        When nothing matched, the row is read again: already as we meant to leave it, an earlier attempt landed
+        but its answer was lost (True); still matching, the key may read but not write (row-level security), and
+        every write of the run would fail the same way (SupabaseSetupError); otherwise someone changed it (False).
+        """
         attempts = []
-        what = f"record the outcome of site {site_id}"
+        columns = list(dict.fromkeys([*values, *conditions]))
 
         def attempt():
             attempts.append(1)
-            query = self._table().update(values).eq("id", site_id).eq("status_hosting", read_status)
+            query = self._table().update(values).eq("id", site_id)
+            for column, value in conditions.items():
+                query = query.is_(column, "null") if value is None else query.eq(column, value)
             if self._execute(query, what):
                 return True
-            current = self._current_outcome(site_id)
+            rows = self._execute(self._table().select(",".join(columns)).eq("id", site_id), f"re-read site {site_id}")
+            current = rows[0] if rows else None
             if current is None:
                 return False
             if len(attempts) > 1 and all(current.get(key) == value for key, value in values.items()):
                 return True
-            if current.get("status_hosting") == read_status:
+            if all(current.get(key) == value for key, value in conditions.items()):
                 raise SupabaseSetupError(
                     f"{what}: Supabase accepted the update but changed no row, though the row is still "
-                    f"{read_status}: the key can read the table but not update it (row-level security?); set "
-                    "SUPABASE_SERVICE_KEY to the service_role or sb_secret_ key")
+                    f"{_described(conditions)}: the key can read the table but not update it (row-level security?); "
+                    "set SUPABASE_SERVICE_KEY to the service_role or sb_secret_ key")
             return False
 
         return self.retry.call(attempt, what, service="Supabase")
 
-    def _current_outcome(self, site_id):
-        rows = self._execute(self._table().select(",".join(OUTCOME_COLUMNS)).eq("id", site_id), f"re-read site {site_id}")
-        return rows[0] if rows else None
+    def pending_by_server(self, page_size=PAGE_SIZE):
+        """How many pending rows each server is assigned (None: unassigned), all servers' rows included."""
+        counts = collections.Counter()
+        last_id = None
+        while True:
+            query = self._table().select("id,hosting_server").eq("status_dns", "active").eq("status_hosting", "pending")
+            if last_id is not None:
+                query = query.gt("id", last_id)
+            page = self.retry.call(lambda: self._execute(query.order("id").limit(page_size), "count the pending rows"),
+                                   "count the pending rows", service="Supabase")
+            counts.update(row.get("hosting_server") for row in page)
+            if len(page) < page_size:
+                return counts
+            last_id = page[-1]["id"]
 
     def latest_active_domain(self):
         """The domain of the live site read last, or None: --check verifies the certificate served for it."""
@@ -208,3 +257,12 @@ class SupabaseClient:
 def _usable_id(value):
     """A row's id as the table's contract has it: a bigint or a uuid; never null, a boolean or a structure."""
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value != "")
+
+
+def _described(conditions):
+    """`pending`, `pending and assigned to web-1`, `pending and unassigned`."""
+    shown = [str(conditions.get("status_hosting"))]
+    if "hosting_server" in conditions:
+        server = conditions["hosting_server"]
+        shown.append(f"assigned to {server}" if server else "unassigned")
+    return " and ".join(shown)

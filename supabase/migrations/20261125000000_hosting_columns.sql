@@ -1,4 +1,5 @@
--- hosting_columns: give public.sites the columns the hosting job reads and writes (DESIGN.md section 2).
+-- hosting_columns: give public.sites the columns the hosting job reads and writes: the site's hosting state,
+-- where CloudPanel serves it from, its Matomo id, and why it failed.
 --
 -- The table already exists: an earlier pipeline stage created it with at least id and domain.
 -- Every statement is idempotent (safe to apply twice) and transaction-safe (no CONCURRENTLY), so it

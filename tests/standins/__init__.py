@@ -1,7 +1,7 @@
 """Local stand-ins of the external services (Supabase/PostgREST, Matomo, clpctl, the clpctl HTTP gateway,
-the HTTPS endpoint that serves certificates), for end-to-end tests, the soak test and the benchmark.
+the HTTPS endpoint that serves certificates, a DNS resolver), for end-to-end tests, the soak test and the benchmark.
 
-Standard library only (plus trustme for the TLS stand-in). See README.md in this folder.
+Standard library only (plus trustme for the TLS stand-in and dnspython for the DNS one). See README.md in this folder.
 """
 
 from .faults import Fault

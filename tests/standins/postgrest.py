@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from ._http import HTTPStandin, Response, json_response
 
 DEFAULT_COLUMNS = ("id", "domain", "status_dns", "status_hosting", "doc_root", "matomo_id",
-                   "error_message", "updated_at")
+                   "error_message", "updated_at", "hosting_server")
 STATUS_HOSTING_VALUES = ("pending", "active", "failed")
 INTEGER_COLUMNS = {"id": "bigint", "matomo_id": "integer"}
 RESERVED_PARAMS = {"select", "order", "limit", "offset", "on_conflict", "columns"}
@@ -110,13 +110,25 @@ class _Filter:
         if not sep or op not in OPERATORS:
             raise PgError(400, "PGRST100", f'"failed to parse filter ({full})" (line 1, column 1)',
                           f'unexpected "{op[:1]}" expecting "not" or operator (eq, gt, ...)')
-        self.op = op
         if op == "in":
             value = _parse_in_list(value, col, full)
         elif op == "is":
             if value.lower() not in ("null", "true", "false", "unknown"):
                 raise PgError(400, "PGRST100", f'"failed to parse filter ({full})" (line 1, column 4)',
                               'unexpected "' + value[:1] + '" expecting null or trilean value (unknown, true, false)')
+        self._set(op, value)
+
+    @classmethod
+    def of(cls, col, op, value, negate=False):
+        """A filter from parts already parsed (a logic tree's leaf): `value` unquoted, a list for `in`."""
+        f = cls.__new__(cls)
+        f.col, f.negate = col, negate
+        f._set(op, value)
+        return f
+
+    def _set(self, op, value):
+        self.op = op
+        if op == "is":
             value = value.lower()
         elif op == "like":
             value = _like_regex(value)
@@ -125,6 +137,12 @@ class _Filter:
         self.value = value
         # the literal as an integer when _compare would compare numerically with an integer-like row value
         self.lit_int = int(value) if op in _COMPARISONS and _is_int(value) else None
+
+    def truth(self, row):
+        """SQL's three-valued answer: True, False, or None (NULL: a comparison with a NULL value, negated or not)."""
+        if self.op != "is" and row.get(self.col) is None:
+            return None
+        return self.matches(row)
 
     def matches(self, row):
         v = row.get(self.col)
@@ -154,6 +172,263 @@ class _Filter:
         else:  # like / ilike
             r = bool(lit.match(_text(v)))
         return r != self.negate
+
+
+# -- logic trees: or=(...), and=(...), not.or=(...), nested and(...)/or(...)/not. --------------------------------------
+# PostgREST's grammar (pLogicTree, pLogicSingleVal, pQuotedValue, pListVal in PostgREST.ApiRequest.QueryParams):
+#   tree   := field "." ["not."] operation  |  ["not."] ("and" | "or") "(" tree ("," tree)* ")"
+#   value  := '"' (char | "\\" char)* '"' followed by "," or ")"  |  "{" ... "}"  |  anything up to "," or ")"
+# Whitespace around names, commas and parentheses is skipped. The parameter's value is parsed after its key's
+# operator: `or=(a.eq.1)` is the text `or(a.eq.1)`, and error columns count in that text.
+
+_PGRST_OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "cs", "cd", "ov", "sl", "sr", "nxr",
+                    "nxl", "adj", "match", "imatch", "isdistinct"}
+_FTS_OPERATORS = {"fts", "plfts", "phfts", "wfts"}
+_SUPPORTED_SINGLE = OPERATORS - {"in", "is"}
+
+
+class _LogicFail(Exception):
+    def __init__(self, pos, details):
+        super().__init__(details)
+        self.pos, self.details = pos, details
+
+
+class _LogicNode:
+    __slots__ = ("op", "negate", "children")
+
+    def __init__(self, op, negate, children):
+        self.op, self.negate, self.children = op, negate, children
+
+    def truth(self, row):
+        """Kleene's AND/OR over True/False/None, as SQL evaluates them; NOT None is None."""
+        result = self.op == "and"
+        for child in self.children:
+            r = child.truth(row)
+            if r is None:
+                result = None
+            elif r != (self.op == "and"):  # False decides an AND, True decides an OR
+                result = r
+                break
+        if result is None:
+            return None
+        return result != self.negate
+
+    def leaves(self):
+        for child in self.children:
+            if isinstance(child, _LogicNode):
+                yield from child.leaves()
+            else:
+                yield child
+
+
+class _LogicParser:
+    """One logic tree parameter, parsed as PostgREST parses it. `strict` also refuses two things PostgREST accepts
+    and silently reads otherwise than a client meant: text after the tree's closing parenthesis (PostgREST ignores
+    it) and an unquoted value holding "(" (PostgREST keeps it in the value)."""
+
+    def __init__(self, key, value, strict):
+        self.raw, self.strict = value, strict
+        self.s, self.pos = key + value, 0
+        self.best = None  # the failure furthest into the text, as parsec reports it
+
+    def parse(self):
+        try:
+            tree = self._tree()
+            if self.strict and self.pos < len(self.s):
+                self._fail(f'unexpected "{self.s[self.pos]}" expecting end of input'
+                           " (stand-in: PostgREST ignores what follows the tree's closing parenthesis)")
+        except _LogicFail:
+            pos, details = self.best
+            raise PgError(400, "PGRST100", f'"failed to parse logic tree ({self.raw})" (line 1, column {pos + 1})',
+                          details)
+        if isinstance(tree, _Filter):  # `or=.eq.1` is the text `or.eq.1`: a filter on a column named "or"
+            return _LogicNode("and", False, [tree])
+        return tree
+
+    # -- primitives ---------------------------------------------------------------------------------------------
+    def _fail(self, details, pos=None):
+        pos = self.pos if pos is None else pos
+        if self.best is None or pos >= self.best[0]:
+            self.best = (pos, details)
+        raise _LogicFail(pos, details)
+
+    def _peek(self):
+        return self.s[self.pos] if self.pos < len(self.s) else ""
+
+    def _unexpected(self):
+        return f'unexpected "{self._peek()}"' if self._peek() else "unexpected end of input"
+
+    def _ws(self):
+        while self._peek() in (" ", "\t") and self._peek():
+            self.pos += 1
+
+    def _char(self, ch):
+        if self._peek() != ch:
+            self._fail(f'{self._unexpected()} expecting "{ch}"')
+        self.pos += 1
+
+    def _starts(self, text):
+        return self.s.startswith(text, self.pos)
+
+    def _quoted(self):
+        self._char('"')
+        out = []
+        while True:
+            ch = self._peek()
+            if not ch:
+                self._fail('unexpected end of input expecting "\\"" or "\\\\"')
+            self.pos += 1
+            if ch == '"':
+                return "".join(out)
+            if ch == "\\":
+                if not self._peek():
+                    self._fail("unexpected end of input")
+                ch = self._peek()
+                self.pos += 1
+            out.append(ch)
+
+    def _field(self):
+        self._ws()
+        if self._peek() == '"':
+            name = self._quoted()
+        else:
+            parts = []
+            while True:
+                start = self.pos
+                while self._peek() and (self._peek().isalnum() or self._peek() in "_ $"):
+                    self.pos += 1
+                if self.pos == start:
+                    self._fail(f"{self._unexpected()} expecting field name (* or [a..z0..9_$])")
+                parts.append(self.s[start:self.pos].strip())
+                if self._starts("-") and not self._starts("->"):
+                    self.pos += 1
+                    continue
+                break
+            name = "-".join(parts)
+        if self._starts("->"):
+            self._fail("JSON paths are not supported by this stand-in")
+        self._ws()
+        return name
+
+    # -- values ---------------------------------------------------------------------------------------------------
+    def _single_value(self):
+        start, best = self.pos, self.best
+        if self._peek() == '"':
+            try:
+                value = self._quoted()
+                if self._peek() not in ("", ",", ")"):
+                    self._fail(f'{self._unexpected()} expecting "," or ")" after a quoted value')
+                return value
+            except _LogicFail:  # not a quoted value after all: the whole of it, quotes included, is the value
+                self.pos, self.best = start, best
+        if self._peek() == "{":
+            end = self.s.find("}", self.pos + 1)
+            if end != -1 and "{" not in self.s[self.pos + 1:end]:
+                self.pos = end + 1
+                return self.s[start:self.pos]
+        while self._peek() not in ("", ",", ")"):
+            if self.strict and self._peek() == "(":
+                self._fail('unexpected "(" in an unquoted value: quote the value ("...")'
+                           " (stand-in: PostgREST keeps it in the value)")
+            self.pos += 1
+        return self.s[start:self.pos]
+
+    def _list_value(self):
+        self._ws()
+        self._char("(")
+        self._ws()
+        items = []
+        while True:
+            start, best = self.pos, self.best
+            item = None
+            if self._peek() == '"':
+                try:
+                    item = self._quoted()
+                    if self._peek() not in ("", ",", ")"):
+                        self._fail(f'{self._unexpected()} expecting "," or ")"')
+                except _LogicFail:
+                    self.pos, self.best, item = start, best, None
+            if item is None:
+                while self._peek() not in ("", ",", ")"):
+                    self.pos += 1
+                item = self.s[start:self.pos]
+            items.append(item)
+            if self._peek() != ",":
+                break
+            self.pos += 1
+        self._ws()
+        self._char(")")
+        self._ws()
+        return items
+
+    # -- grammar --------------------------------------------------------------------------------------------------
+    def _leaf(self):
+        col = self._field()
+        self._char(".")
+        negate = False
+        if self._starts("not."):
+            negate = True
+            self.pos += 4
+        if self._starts("in."):
+            self.pos += 3
+            return _Filter.of(col, "in", self._list_value(), negate)
+        if self._starts("is."):
+            self.pos += 3
+            for word in ("null", "unknown", "true", "false"):
+                if self.s[self.pos:self.pos + len(word)].lower() == word:
+                    self.pos += len(word)
+                    return _Filter.of(col, "is", word, negate)
+            self._fail(f"{self._unexpected()} expecting null or trilean value (unknown, true, false)")
+        dot = self.s.find(".", self.pos)
+        if dot == -1:
+            self.pos = len(self.s)
+            self._fail("unexpected end of input expecting delimiter (.)")
+        op = self.s[self.pos:dot]
+        bare_op = op.split("(", 1)[0]
+        if bare_op not in _PGRST_OPERATORS and bare_op not in _FTS_OPERATORS:
+            self._fail(f"unknown single value operator {op}", dot + 1)
+        if op not in _SUPPORTED_SINGLE:
+            self._fail(f"operator {op} is not supported by this stand-in", dot + 1)
+        self.pos = dot + 1
+        return _Filter.of(col, op, self._single_value(), negate)
+
+    def _tree(self):
+        start = self.pos
+        try:
+            return self._leaf()
+        except _LogicFail:
+            self.pos = start
+        negate = False
+        if self._starts("not."):
+            negate = True
+            self.pos += 4
+        if self._starts("and"):
+            op = "and"
+        elif self._starts("or"):
+            op = "or"
+        else:
+            self._fail(f"{self._unexpected()} expecting field name (* or [a..z0..9_$]), negation operator (not) or "
+                       "logic operator (and, or)")
+        self.pos += len(op)
+        self._ws()
+        self._char("(")
+        self._ws()
+        children = [self._tree()]
+        while True:
+            self._ws()
+            if self._peek() != ",":
+                break
+            self.pos += 1
+            self._ws()
+            children.append(self._tree())
+        self._ws()
+        self._char(")")
+        self._ws()
+        return _LogicNode(op, negate, children)
+
+
+def _is_logic_key(key):
+    return key.rsplit(".", 1)[-1] in ("and", "or")
 
 
 _FAST_TESTS = {"eq": lambda c: c == 0, "neq": lambda c: c != 0, "gt": lambda c: c > 0, "gte": lambda c: c >= 0,
@@ -203,9 +478,10 @@ def _predicate(f):
     return check
 
 
-def _all_match(filters):
-    """A predicate row -> bool: every filter matches (same order and short-circuit as all())."""
-    checks = [_predicate(f) for f in filters]
+def _all_match(filters, trees=()):
+    """A predicate row -> bool: every filter matches and every logic tree is true (same order and short-circuit as
+    all(); a logic tree that is NULL excludes the row, as in a WHERE clause)."""
+    checks = [_predicate(f) for f in filters] + [(lambda row, t=t: t.truth(row) is True) for t in trees]
     if not checks:
         return lambda row: True
     if len(checks) == 1:
@@ -234,6 +510,7 @@ class FakePostgrest(HTTPStandin):
         self.columns = list(columns)  # tests may remove one to simulate a missing column
         self.max_rows = max_rows      # hosted Supabase caps one answer at 1,000 rows
         self.auto_updated_at = True   # set updated_at on PATCH when the body does not (like a moddatetime trigger)
+        self.strict_logic = True      # refuse logic trees PostgREST would silently read otherwise (see _LogicParser)
         self.patches = []             # (id, body_dict) for every row a PATCH changed, in order
         self.on_patch_applied = None  # callback(row_copy) after a PATCH applied, before answering
         self._rows = {}               # id_key -> row dict
@@ -335,19 +612,28 @@ class FakePostgrest(HTTPStandin):
         return out
 
     def _parse_filters(self, query):
-        filters = []
+        """(filters, logic trees) of a query; every one must hold for a row to match."""
+        filters, trees = [], []
         for col, values in query.items():
             if col in RESERVED_PARAMS:
                 continue
-            if col in ("and", "or"):
-                raise PgError(400, "PGRST100", f'"failed to parse logic tree ({values[0]})"',
-                              "logic trees are not supported by this stand-in")
+            if _is_logic_key(col):
+                if col not in ("and", "or", "not.and", "not.or"):
+                    raise PgError(400, "PGRST100", f'"failed to parse logic path ({col})"',
+                                  "logic trees on embedded resources are not supported by this stand-in")
+                for raw in values:
+                    tree = _LogicParser(col, raw, self.strict_logic).parse()
+                    for leaf in tree.leaves():
+                        if leaf.col not in self.columns:
+                            raise self._missing_column(leaf.col)
+                    trees.append(tree)
+                continue
             for raw in values:
                 f = _Filter(col, raw)
                 if col not in self.columns:
                     raise self._missing_column(col)
                 filters.append(f)
-        return filters
+        return filters, trees
 
     def _parse_order(self, query):
         raw = query.get("order", [""])[-1].strip()
@@ -397,11 +683,11 @@ class FakePostgrest(HTTPStandin):
         keys = self._keys
         return map(keys.__getitem__, range(start, len(keys))) if start else iter(keys)
 
-    def _matching(self, filters, order, limit=None, offset=0, need_total=False):
+    def _matching(self, filters, trees, order, limit=None, offset=0, need_total=False):
         """(selected rows, total or None). Stops early when ordered by id and no total is needed."""
         by_id_asc = order == [("id", False, None)] or order == [("id", False, "nullslast")]
         keys = self._candidate_keys(filters)
-        match = _all_match(filters)
+        match = _all_match(filters, trees)
         rows_by_key = self._rows
         if by_id_asc and not need_total:
             stop = None if limit is None else offset + limit
@@ -430,7 +716,7 @@ class FakePostgrest(HTTPStandin):
     def _get(self, request):
         q = request["query"]
         select = self._parse_select(q)
-        filters = self._parse_filters(q)
+        filters, trees = self._parse_filters(q)
         order = self._parse_order(q)
         limit = self._int_param(q, "limit")
         offset = self._int_param(q, "offset") or 0
@@ -439,7 +725,7 @@ class FakePostgrest(HTTPStandin):
         prefer = request["headers"].get("prefer", "")
         need_total = "count=exact" in prefer
         with self.lock:
-            rows, total = self._matching(filters, order, limit, offset, need_total)
+            rows, total = self._matching(filters, trees, order, limit, offset, need_total)
             data = [self._project(r, select) for r in rows]
         total_s = str(total) if need_total else "*"
         crange = f"{offset}-{offset + len(data) - 1}/{total_s}" if data else f"*/{total_s}"
@@ -486,14 +772,14 @@ class FakePostgrest(HTTPStandin):
     def _patch(self, request):
         q = request["query"]
         body = self._check_body(self._parse_body(request))
-        filters = self._parse_filters(q)
+        filters, trees = self._parse_filters(q)
         select = self._parse_select(q)
-        if not filters:
+        if not filters and not trees:
             raise PgError(400, "21000", "UPDATE requires a WHERE clause")
         representation = "return=representation" in request["headers"].get("prefer", "")
         changed = []
-        with self.lock:
-            match = _all_match(filters)
+        with self.lock:  # match and change in one critical section: a conditional PATCH is atomic, as an UPDATE is
+            match = _all_match(filters, trees)
             targets = [row for row in map(self._rows.__getitem__, self._candidate_keys(filters)) if match(row)]
             for row in targets:  # all or nothing, like one UPDATE statement
                 self._check_constraint({**row, **body})
