@@ -184,20 +184,23 @@ class Pipeline:
         if elsewhere is None:
             return self._not_claimed(row, domain)
         if row.get("hosting_server") is None:
-            logger.info("%s; left unassigned for the server it names", elsewhere)
-            return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=elsewhere)
-        logger.info("%s; the row stays %s", elsewhere, row.get("status_hosting"))
-        if not self.options.dry_run and row.get("error_message") != elsewhere:
+            left = f"DNS points elsewhere: {elsewhere}"
+            logger.info("%s; left unassigned for the server it names", left)
+            return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=left)
+        waiting = f"waiting for DNS: {elsewhere}"
+        logger.info("%s; the row stays %s", waiting, row.get("status_hosting"))
+        if not self.options.dry_run and row.get("error_message") != waiting:
             try:
-                self.services.supabase.note(row["id"], elsewhere, read_status=row.get("status_hosting") or "pending")
+                self.services.supabase.note(row["id"], waiting, read_status=row.get("status_hosting") or "pending")
             except SetupError:
                 raise
             except ServiceError as err:
                 logger.error("Could not note why the row waits: %s", err)
-        return SiteOutcome(row.get("id"), domain, WAITING_FOR_DNS, warning=elsewhere)
+        return SiteOutcome(row.get("id"), domain, WAITING_FOR_DNS, warning=waiting)
 
     def _dns_elsewhere(self, domain):
-        """Why DNS says the site lives elsewhere, or None when it names this server (or SERVER_ADDRESSES is unset)."""
+        """Where DNS says the site lives when that is not here ("example.com resolves to …, not this server (…)"),
+        or None when it names this server or SERVER_ADDRESSES is unset."""
         here = self.services.server_addresses
         if not here:
             return None
@@ -205,8 +208,7 @@ class Pipeline:
         if found & set(here):
             return None
         shown = ", ".join(str(address) for address in sorted(found, key=lambda a: (a.version, a))) or "no address"
-        return (f"waiting for DNS: {domain} resolves to {shown}, not this server "
-                f"({', '.join(str(address) for address in here)})")
+        return f"{domain} resolves to {shown}, not this server ({', '.join(str(address) for address in here)})"
 
     def _not_claimed(self, row, domain):
         """None when the row is this server's (it was, or the claim now won); else the outcome of leaving it."""

@@ -444,7 +444,7 @@ def test_unassigned_row_whose_dns_names_another_address_is_left_unassigned_and_u
     assert services.supabase.rows[1] == row(1, "there.example")  # not claimed, not written
     assert services.cloudpanel.sites == {} and services.cloudpanel.certificate_calls == []
     assert [(o.outcome, o.warning) for o in outcomes] == [
-        ("left to other servers", f"waiting for DNS: there.example resolves to {shown}, not this server "
+        ("left to other servers", f"DNS points elsewhere: there.example resolves to {shown}, not this server "
                                   "(198.51.100.7)")]
     assert not any(o.is_failure for o in outcomes)
 
