@@ -66,6 +66,7 @@ class Reference:
     def __init__(self, env, workers):
         self.timeout = float(env.get("HTTP_TIMEOUT") or 30)
         self.table_name = env.get("SITES_TABLE") or "sites"
+        self.server_name = env.get("SERVER_NAME") or socket.gethostname()
         self.supabase = create_client(
             env["SUPABASE_URL"], env["SUPABASE_SERVICE_KEY"],
             options=SyncClientOptions(httpx_client=httpx.Client(http2=False, timeout=httpx.Timeout(self.timeout)),
@@ -95,8 +96,9 @@ class Reference:
     def pending_rows(self):
         last_id = None
         while True:
-            query = (self.supabase.table(self.table_name).select("id,domain,status_hosting")
-                     .eq("status_dns", "active").eq("status_hosting", "pending"))
+            query = (self.supabase.table(self.table_name).select("id,domain,status_hosting,hosting_server,error_message")
+                     .eq("status_dns", "active").eq("status_hosting", "pending")
+                     .or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null"))
             if last_id is not None:
                 query = query.gt("id", last_id)
             page = query.order("id").limit(PAGE_SIZE).execute().data
@@ -105,9 +107,17 @@ class Reference:
                 return
             last_id = page[-1]["id"]
 
+    def claim(self, row):
+        if row.get("hosting_server") is not None:
+            return
+        answer = (self.supabase.table(self.table_name).update({"hosting_server": self.server_name}).eq("id", row["id"])
+                  .eq("status_hosting", row["status_hosting"]).is_("hosting_server", "null").execute())
+        if not answer.data:
+            raise SiteFailed(f"row {row['id']}: claimed by another server")
+
     def record(self, row, values):
         answer = (self.supabase.table(self.table_name).update(values).eq("id", row["id"])
-                  .eq("status_hosting", row["status_hosting"]).execute())
+                  .eq("status_hosting", row["status_hosting"]).eq("hosting_server", self.server_name).execute())
         if not answer.data:
             raise SiteFailed(f"row {row['id']}: the conditional update changed no row")
 
@@ -211,6 +221,7 @@ class Reference:
 
     def process(self, row):
         domain = row["domain"]
+        self.claim(row)
         doc_root, created = self.create_static_site(domain)
         if created or not self.certificate_served(domain):
             self.install_certificate(domain)

@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from hosting_automator.core.logging_setup import site_context
+from hosting_automator.core.logging_setup import secret_values, site_context
 from hosting_automator.domains import normalise_domain
 from hosting_automator.errors import (
     CertificateError,
@@ -110,6 +110,10 @@ class Pipeline:
     def _process_row(self, row, _domain=None, _owner=None):
         if self.stop_event.is_set() or self.aborted is not None:
             return None  # queued but not started: it stays as it is for the next run
+        with secret_values.kept_for_this_site():  # its passwords masked until its outcome is written and logged
+            return self._process_row_logged(row)
+
+    def _process_row_logged(self, row):
         try:
             if self.options.dry_run:
                 return self.plan_site(row)

@@ -174,3 +174,27 @@ def test_secret_values_excerpt_masks_before_it_cuts():
     assert shown == "E" * 100 + "*** tail tail tail …"
     assert len(shown) <= 120
     assert not any(key[start:start + 8] in shown for start in range(len(key) - 7))
+
+
+def test_secret_values_a_sites_password_is_masked_until_its_work_ends_and_keys_for_the_whole_run():
+    values = SecretValues()
+    key = "sb_secret_Zq8LmN3pR7tV1xY5bC9dF2hJ"
+    values.add(key)
+    password = "Gen3ratedPassw0rdXyZ1234567890ab"
+
+    with values.kept_for_this_site():
+        values.add(password)
+        assert values.mask(f"echoed {password}") == "echoed ***"
+        assert values.mask(f"cut {password[:12]}") == "cut ***"
+
+    assert values.mask(f"later {password}") == f"later {password}"  # nothing of the run can carry it any more
+    assert values.mask(f"later {key}") == "later ***"
+
+
+def test_secret_values_a_thousand_sites_leave_nothing_behind():
+    values = SecretValues()
+    for number in range(1000):
+        with values.kept_for_this_site():
+            values.add(f"password-{number:04d}-Zq8LmN3pR7tV1xY5")
+    assert values.mask("password-0001-Zq8LmN3pR7tV1xY5") == "password-0001-Zq8LmN3pR7tV1xY5"
+    assert values.longest == 0

@@ -21,29 +21,62 @@ _current_site = contextvars.ContextVar("current_site", default=None)
 
 
 class SecretValues:
-    """Every value that must never be shown: configured keys and tokens, and passwords generated during the run.
+    """Every value that must never be shown: configured keys and tokens for the whole run, and each generated
+    password while its site is worked on (see `kept_for_this_site`).
 
-    A value stays here for the whole run. Any PIECE characters in a row of one counts as the value itself, so a
-    secret that a service echoed cut short, or that an excerpt cut in half, is masked too."""
+    Any PIECE characters in a row of a value count as the value itself, so a secret that a service echoed cut
+    short, or that an excerpt cut in half, is masked too."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._variants = ()
-        self._pieces = frozenset()
+        self._held = collections.Counter()  # variant -> how many secrets hold it
+        self._pieces = collections.Counter()  # every PIECE characters in a row of a variant
+        self._variants = ()  # longest first, so a secret is masked whole before any shorter one inside it
+        self._this_site = threading.local()
+
+    @staticmethod
+    def _forms(value):
+        return {value, quote(value, safe=""), quote_plus(value)}
 
     def add(self, value):
         if not value or len(value) < 4:  # masking very short strings would garble ordinary text
             return
         with self._lock:
-            variants = set(self._variants) | {value, quote(value, safe=""), quote_plus(value)}
-            self._variants = tuple(sorted(variants, key=len, reverse=True))
-            self._pieces = frozenset(variant[start:start + PIECE] for variant in variants
-                                     for start in range(len(variant) - PIECE + 1))
+            for variant in self._forms(value):
+                self._held[variant] += 1
+                self._pieces.update({variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
+            self._variants = tuple(sorted(self._held, key=len, reverse=True))
+        kept = getattr(self._this_site, "values", None)
+        if kept is not None:
+            kept.append(value)
+
+    def discard(self, value):
+        with self._lock:
+            for variant in self._forms(value):
+                if not self._held[variant]:
+                    continue
+                _release(self._held, [variant])
+                _release(self._pieces, {variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
+            self._variants = tuple(sorted(self._held, key=len, reverse=True))
+
+    @contextlib.contextmanager
+    def kept_for_this_site(self):
+        """Values added in this thread inside the block (a site's generated passwords) are masked until the block
+        ends: once the site's outcome is written and logged, no text of the run can carry them any more, and
+        keeping every password of a long run would make each masking slower and the run larger."""
+        self._this_site.values = []
+        try:
+            yield
+        finally:
+            kept, self._this_site.values = self._this_site.values, None
+            for value in kept:
+                self.discard(value)
 
     def clear(self):
         with self._lock:
+            self._held.clear()
+            self._pieces.clear()
             self._variants = ()
-            self._pieces = frozenset()
 
     @property
     def longest(self):
@@ -77,6 +110,14 @@ class SecretValues:
         no longer be recognised); "…" marks the cut."""
         text = " ".join(self.mask(text[:limit + self.longest + PIECE]).split())
         return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _release(counts, keys):
+    """One holder less for each key; a key no secret holds any more is dropped."""
+    for key in keys:
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
 
 
 secret_values = SecretValues()
