@@ -23,6 +23,7 @@ def run_checks(settings, services=None, out=print):
     checks = [
         ("Supabase", lambda: _supabase(services, settings)),
         ("servers", lambda: _servers(services, settings)),
+        ("Matomo backfill", lambda: _without_matomo(services, settings)),
         ("CloudPanel", lambda: services.cloudpanel.check()),
         ("Matomo", lambda: services.matomo.check()),
         ("HTTPS", lambda: _https_endpoint(settings, services)),
@@ -63,6 +64,15 @@ def _servers(services, settings):
              else "SERVER_ADDRESSES unset (DNS is not asked)")
     return (f"SERVER_NAME {settings.server_name}, {where}; pending rows: {here} assigned here, {unassigned} "
             f"unassigned, {sum(counts.values())} assigned to other servers")
+
+
+def _without_matomo(services, settings):
+    """Live sites that went live while Matomo failed: the runs give them their Matomo site, a few at a time."""
+    missing = sum(1 for _ in services.supabase.fetch_active_without_matomo())
+    if not settings.matomo_backfill_per_run:
+        return f"{missing} live sites lack a Matomo site; MATOMO_BACKFILL_PER_RUN is 0, so no run adds them"
+    return (f"{missing} live sites lack a Matomo site; each run adds up to {settings.matomo_backfill_per_run} "
+            "(MATOMO_BACKFILL_PER_RUN)")
 
 
 def _https_endpoint(settings, services):

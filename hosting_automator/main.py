@@ -135,8 +135,10 @@ def run(settings, arguments, recent_lines):
             _report(arguments, [], summary, EXIT_USAGE)
             return EXIT_USAGE
     limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
+    backfill = min(settings.matomo_backfill_per_run, arguments.limit or settings.matomo_backfill_per_run)
     options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
-                         retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers)
+                         retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers,
+                         matomo_backfill=backfill)
     retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
     with lock:
         try:

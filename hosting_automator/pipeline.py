@@ -19,8 +19,8 @@ from hosting_automator.errors import (
     SetupError,
     SupabaseError,
 )
-from hosting_automator.report import (ACTIVE, FAILED, LEFT_TO_OTHERS, NOT_RECORDED, POSTPONED, WAITING_FOR_DNS,
-                                      RunOutcomes, SiteOutcome)
+from hosting_automator.report import (ACTIVE, FAILED, LEFT_TO_OTHERS, MATOMO_ADDED_LATER, NOT_RECORDED, POSTPONED,
+                                      WAITING_FOR_DNS, RunOutcomes, SiteOutcome)
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class RunOptions:
     limit: int | None = None
     retry_failed: bool = False
     workers: int = 1
+    matomo_backfill: int = 0  # live sites without a Matomo site given one after the pending rows; 0: none
 
 
 class Pipeline:
@@ -43,6 +44,7 @@ class Pipeline:
         self.options = options
         self.stop_event = stop_event or threading.Event()
         self.aborted = None  # the reason, when the run had to stop early
+        self.matomo_failed = False  # Matomo failed for a site of this run: no backfill this run
 
     # -- the run ---------------------------------------------------------------------------------------------
 
@@ -54,6 +56,7 @@ class Pipeline:
         slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
         outcomes = RunOutcomes()  # futures are dropped as soon as they are done
         owners = {}  # normalised domain -> id of the first row read for it: one site, one worker, one row
+        read = set()  # ids of the rows this run took: a Matomo site they lack is the next run's to add
 
         def collect(future, position):
             try:
@@ -66,6 +69,7 @@ class Pipeline:
                 for position, row in enumerate(rows):
                     if not slots.take(lambda: self.stop_event.is_set() or self.aborted is not None):
                         break
+                    read.add(row.get("id"))
                     name = _normalised_or_none(row.get("domain"))
                     owner = owners.setdefault(name, row.get("id")) if name else row.get("id")
                     work = self._process_row if owner == row.get("id") else self._leave_to_owner
@@ -77,16 +81,63 @@ class Pipeline:
             except RunInterrupted:
                 pass  # a signal ended a retry's wait while reading: no site is started, the summary says why
             slots.wait_until_all_released()
+        self._backfill_matomo(outcomes, read)
         return outcomes
 
-    def _selected(self, rows):
-        """Apply --domain and the per-run cap while the rows stream past."""
+    def _backfill_matomo(self, outcomes, read):
+        """After the pending rows: live sites that went live without analytics (Matomo was down) get their Matomo
+        site, looked up first, at most `matomo_backfill` a run. A Matomo failure ends it for this run with one
+        WARNING; nothing here changes the run's exit code."""
+        if not self.options.matomo_backfill or self.aborted is not None or self.stop_event.is_set():
+            return
+        if self.matomo_failed:
+            logger.warning("Matomo failed for a site of this run: the live sites without a Matomo site wait for the "
+                           "next run")
+            return
+        position = len(outcomes)
+        try:
+            rows = (row for row in self.services.supabase.fetch_active_without_matomo() if row.get("id") not in read)
+            for row in self._selected(rows, self.options.matomo_backfill, "live sites without Matomo"):
+                if self.stop_event.is_set():
+                    return
+                outcome = self._backfill_row(row)
+                outcomes.add(position, outcome)
+                position += 1
+        except (MatomoError, SupabaseError) as err:
+            if isinstance(err, SetupError):
+                raise
+            logger.warning("Adding missing Matomo sites stopped for this run: %s", err)
+
+    def _backfill_row(self, row):
+        try:
+            domain = normalise_domain(row.get("domain"))
+        except InvalidDomainError:
+            return None  # a live row with a name that cannot be served: not this job's to repair
+        with site_context(domain):
+            if self.options.dry_run:
+                found = self.services.matomo.find_site(domain)
+                plan = f"Matomo site {found} exists, would write its id" if found else "would create a Matomo site"
+                logger.info("Live without Matomo: %s (dry run: nothing changed)", plan)
+                return SiteOutcome(row.get("id"), domain, "would add Matomo", matomo_id=found, warning=plan)
+            if row.get("hosting_server") is None and self.services.server_name is not None:
+                if not self.services.supabase.claim(row["id"], "active", matomo_id=None):
+                    return None  # another server repairs it
+            matomo_id = self.services.matomo.create_tracking_site(domain)
+            if not self.services.supabase.record_matomo_id(row["id"], matomo_id):
+                logger.warning("Row %s was changed by someone else; its Matomo site %d is not recorded", row["id"],
+                               matomo_id)
+                return SiteOutcome(row.get("id"), domain, "changed meanwhile", matomo_id=matomo_id)
+            logger.info("Matomo site %d added to the live site", matomo_id)
+            return SiteOutcome(row.get("id"), domain, MATOMO_ADDED_LATER, matomo_id=matomo_id)
+
+    def _selected(self, rows, limit=None, what="sites"):
+        """Apply --domain and a cap (by default the run's) while the rows stream past."""
         wanted = {_normalised_or_raw(name) for name in self.options.domains}
+        limit = self.options.limit if limit is None else limit
         taken = 0
         for row in rows:
-            if self.options.limit is not None and taken >= self.options.limit:
-                logger.info("Reached the limit of %d sites for this run; the rest wait for the next run",
-                            self.options.limit)
+            if limit is not None and taken >= limit:
+                logger.info("Reached the limit of %d %s for this run; the rest wait for the next run", limit, what)
                 return
             if wanted and _normalised_or_raw(row.get("domain")) not in wanted:
                 continue
@@ -152,6 +203,7 @@ class Pipeline:
                 raise
             except CloudPanelError as err:
                 if err.transient:
+                    self._stop_point()  # stopping: the step's failure may be the signal's doing
                     return self._postpone(row, domain, f"CloudPanel: {err}")
                 logger.error("CloudPanel: %s", err)
                 return self._record(row, domain, FAILED, error=f"CloudPanel: {err}")
@@ -163,6 +215,7 @@ class Pipeline:
                 raise
             except (CertificateError, CloudPanelError) as err:
                 if err.transient:
+                    self._stop_point()
                     return self._postpone(row, domain, f"SSL: {err}", doc_root)
                 logger.critical("SSL: %s", err)
                 return self._record(row, domain, FAILED, doc_root=doc_root, error=f"SSL: {err}")
@@ -171,6 +224,7 @@ class Pipeline:
             try:
                 matomo_id = self.services.matomo.create_tracking_site(domain)
             except MatomoError as err:
+                self.matomo_failed = True
                 warning = f"Matomo: {err}"
                 logger.warning("%s; the site goes live without tracking", warning)
                 matomo_id = None
@@ -224,6 +278,13 @@ class Pipeline:
             return None
         read_status = row.get("status_hosting") or "pending"
         try:
+            taken = self.services.supabase.same_site_elsewhere(domain) if _is_host_name(domain) else None
+            if taken is not None:
+                logger.info("Row %s of the same site is assigned to %s; this row is left to it", taken.get("id"),
+                            taken.get("hosting_server"))
+                return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
+                                   warning=f"row {taken.get('id')} of the same site is assigned to "
+                                           f"{taken.get('hosting_server')}")
             if self.services.supabase.claim(row["id"], read_status):
                 logger.info("Claimed for %s", name)
                 return None
@@ -329,6 +390,11 @@ class _Slots:
         with self._changed:
             while self.taken:
                 self._changed.wait(0.2)
+
+
+def _is_host_name(text):
+    """A normalised domain (not the escaped text of a row that failed validation)."""
+    return isinstance(text, str) and bool(text) and all(c.isalnum() or c in ".-" for c in text)
 
 
 def _normalised_or_none(value):

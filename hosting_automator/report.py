@@ -11,6 +11,7 @@ from hosting_automator.core.logging_setup import secret_values
 ACTIVE, FAILED = "active", "failed"
 POSTPONED, NOT_RECORDED = "postponed", "not recorded"
 LEFT_TO_OTHERS, WAITING_FOR_DNS = "left to other servers", "waiting for DNS"  # not failures: another run's or DNS's
+MATOMO_ADDED_LATER = "Matomo added later"  # a live site given the Matomo site it went live without
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
 
 
@@ -79,10 +80,14 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
     if changed:
         parts.append(f"{changed} changed by someone else")
     if dry_run:
-        parts = [f"{len(outcomes) - counts[LEFT_TO_OTHERS] - counts[WAITING_FOR_DNS]} would be processed"]
+        parts = [f"{counts['would set up'] + counts['would fail']} would be processed"]
+        if counts["would add Matomo"]:
+            parts.append(f"{counts['would add Matomo']} live sites would get their Matomo site")
     for outcome in (LEFT_TO_OTHERS, WAITING_FOR_DNS):
         if counts[outcome]:
             parts.append(f"{counts[outcome]} {outcome}")
+    if counts[MATOMO_ADDED_LATER]:
+        parts.append(f"{MATOMO_ADDED_LATER}: {counts[MATOMO_ADDED_LATER]}")
     line = "Run finished: " + ", ".join(parts)
     if interrupted:
         line = "Run interrupted: " + ", ".join(parts) + "; the sites not finished stay as they were"

@@ -963,3 +963,16 @@ def test_gateway_create_and_certificate_against_fake_gateway_leave_one_site_and_
     assert (first, second) == (StaticSite(doc_root, created=True), StaticSite(doc_root, created=False))
     assert [row["domain_name"] for row in clpctl_state.read_sites(fake_gateway.db_path)] == ["example.com"]
     assert len(clpctl_state.certificate_requests(fake_gateway.db_path, "example.com")) == 1
+
+
+def test_clpctl_killed_by_a_signal_is_transient_and_not_sent_again(clpctl_client, fake_db, tmp_path):
+    """A Ctrl-C can reach clpctl in the moment it starts: that says nothing about the site."""
+    killed = tmp_path / "killed-clpctl"
+    killed.write_text("#!/bin/sh\nkill -INT $$\n")
+    killed.chmod(0o755)
+
+    with pytest.raises(CloudPanelError) as caught:
+        clpctl_client(clpctl=str(killed), db_path=fake_db).create_static_site("example.com")
+
+    assert str(caught.value) == "clpctl site:add:static was stopped by SIGINT before it finished"
+    assert caught.value.transient and caught.value.may_have_acted

@@ -125,7 +125,10 @@ def test_retry_failed_takes_failed_sites_again(standins, five_sites):
     assert standins.postgrest.get(ids["certfail"])["status_hosting"] == "active"
     assert standins.postgrest.get(ineligible[2])["status_hosting"] == "active"  # failed before this test began
     assert standins.postgrest.get(ids["malformed"])["status_hosting"] == "failed"
-    assert standins.postgrest.get(ids["matomofail"])["matomo_id"] is None  # active sites are not revisited
+    # the site that went live without Matomo gets its Matomo site once Matomo is back, and only one
+    matomo_sites = [site_id for site_id, site in standins.matomo.sites.items() if site["name"] == "matomofail.example.test"]
+    assert standins.postgrest.get(ids["matomofail"])["matomo_id"] == matomo_sites[0] and len(matomo_sites) == 1
+    assert "[matomofail.example.test] Matomo site " in result.log and "added to the live site" in result.log
 
 
 def test_gateway_transport_runs_the_same_pipeline(gateway_standins):
@@ -219,7 +222,8 @@ def test_dry_run_reports_the_plan_and_writes_nothing_anywhere(standins):
     result = run_job(standins, "--dry-run")
 
     assert result.returncode == 0
-    assert [r["method"] for r in standins.postgrest.requests_log] == ["GET"]
+    # one read of the pending rows, one of the live sites without Matomo: nothing written
+    assert [r["method"] for r in standins.postgrest.requests_log] == ["GET", "GET"]
     assert all("addSite" not in r["query"].get("method", [""])[0] for r in standins.matomo.requests_log)
     assert read_sites(standins.db_path) == sites_before and standins.matomo.sites == matomo_before
     assert len(certificate_requests(standins.db_path)) == 1

@@ -13,13 +13,13 @@ def check_lines(result):
 def test_check_against_working_services_passes_every_line(standins):
     result = run_job(standins, "--check")
     lines = check_lines(result)
-    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  servers", "PASS  Matomo", "PASS  HTTPS",
-                          "PASS  log file", "PASS  lock file",
+    assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  servers", "PASS  Matomo backfill",
+                          "PASS  Matomo", "PASS  HTTPS", "PASS  log file", "PASS  lock file",
                           "PASS  CloudPanel" if os.geteuid() == 0 else "FAIL  CloudPanel"}
     assert f"table sites has every column" in lines["PASS  Supabase"]
     assert "Matomo 5.2.0" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
     assert result.returncode == (0 if os.geteuid() == 0 else 1)
-    assert result.stdout.splitlines()[-1] == ("8 passed, 0 failed" if os.geteuid() == 0 else "7 passed, 1 failed")
+    assert result.stdout.splitlines()[-1] == ("9 passed, 0 failed" if os.geteuid() == 0 else "8 passed, 1 failed")
     # read-only: nothing was written anywhere
     assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
     assert standins.matomo.sites == {}

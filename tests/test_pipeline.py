@@ -59,6 +59,12 @@ class MemorySupabase:
     def assigned_server(self, site_id):
         return self.rows[site_id].get("hosting_server")
 
+    def same_site_elsewhere(self, domain):
+        for row in self.rows.values():
+            if row["domain"].lower().rstrip(".") == domain and row.get("hosting_server") not in (None, self.server_name):
+                return {"id": row["id"], "hosting_server": row["hosting_server"]}
+        return None
+
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
                                    read_status="pending"):
         self.updates.append(site_id)

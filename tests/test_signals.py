@@ -1,4 +1,4 @@
-"""Stopping politely (issue 3, point 5): on SIGTERM or SIGINT the real command starts no new site, lets the
+"""Stopping politely: on SIGTERM or SIGINT the real command starts no new site, lets the
 current step end (or abandons a back-off) without writing a half-done row, says so, exits 1, and a rerun finishes
 everything with no duplicates."""
 

@@ -23,6 +23,7 @@ DEFAULT_HTTPS_ADDRESS = "127.0.0.1:443"
 # Let's Encrypt allows 300 new orders per account per 3 hours. A run every 15 minutes is 12 runs in 3 hours;
 # 20 sites a run is at most 240 orders, leaving room for retried and manual orders.
 DEFAULT_MAX_SITES_PER_RUN = 20
+DEFAULT_MATOMO_BACKFILL_PER_RUN = 20  # live sites given their missing Matomo site per run; 0 turns it off
 # Ranges that work. A run takes 20 sites by default and every site waits on clpctl, so no more than 64 workers or
 # CloudPanel calls at once can help; a larger count only costs threads and connections (10^12 of them hung the run).
 MAX_WORKERS = 64
@@ -68,6 +69,7 @@ class Settings:
     max_sites_per_run: int = DEFAULT_MAX_SITES_PER_RUN
     workers: int = 1
     cloudpanel_concurrency: int = 1
+    matomo_backfill_per_run: int = DEFAULT_MATOMO_BACKFILL_PER_RUN
     server_name: str = "localhost"
     server_addresses: tuple = ()  # ipaddress objects; empty: DNS is not asked where a site lives
     dns_resolvers: tuple = ()  # (address, port) pairs; empty: the system's resolvers
@@ -155,6 +157,8 @@ def load_settings(env_file=None, environ=None):
         max_sites_per_run=reader.integer("MAX_SITES_PER_RUN", DEFAULT_MAX_SITES_PER_RUN, 0, MAX_SITES_PER_RUN_LIMIT),
         workers=reader.integer("WORKERS", 1, 1, MAX_WORKERS),
         cloudpanel_concurrency=reader.integer("CLOUDPANEL_CONCURRENCY", 1, 1, MAX_CLOUDPANEL_CONCURRENCY),
+        matomo_backfill_per_run=reader.integer("MATOMO_BACKFILL_PER_RUN", DEFAULT_MATOMO_BACKFILL_PER_RUN, 0,
+                                               MAX_SITES_PER_RUN_LIMIT),
         server_name=reader.server_name("SERVER_NAME"),
         server_addresses=reader.addresses("SERVER_ADDRESSES"),
         dns_resolvers=reader.resolvers("DNS_RESOLVERS"),

@@ -242,6 +242,9 @@ class ClpctlClient(CloudPanelClient):
             _kill_group(process)
             raise error(f"clpctl {command} did not finish within {timeout} s and was stopped") from err
         logger.debug("clpctl %s exited with %d: %s", command, process.returncode, clpctl_reason(output))
+        if process.returncode < 0:  # killed by a signal (a Ctrl-C that reached it as it started): says nothing of the site
+            raise error(f"clpctl {command} was stopped by {signal.Signals(-process.returncode).name} before it "
+                        "finished", transient=True, may_have_acted=True)
         if process.returncode != 0:
             raise error(f"clpctl {command} failed: {clpctl_reason(output, process.returncode)}")
         if success_text not in output:

@@ -105,13 +105,50 @@ class SupabaseClient:
         return self._conditional_update(site_id, values, self._as_read(read_status),
                                         f"record the outcome of site {site_id}")
 
-    def claim(self, site_id, read_status="pending"):
-        """Assign an unassigned row to this server; False when another server's claim came first.
+    def claim(self, site_id, read_status="pending", **still):
+        """Assign an unassigned row to this server while it is `read_status` (and its columns as `still` says);
+        False when another server's claim came first.
 
         Raises SupabaseError, or SupabaseSetupError when the key may read but not write."""
         return self._conditional_update(site_id, {"hosting_server": self.server_name},
-                                        {"status_hosting": read_status, "hosting_server": None},
+                                        {"status_hosting": read_status, "hosting_server": None, **still},
                                         f"claim site {site_id} for {self.server_name}")
+
+    def same_site_elsewhere(self, domain):
+        """Another server's pending or live row for `domain` (as it is written, or with a final dot; letter case
+        ignored), or None: a second row of one site must not get a second server."""
+        query = (self._table().select("id,hosting_server")
+                 .or_(f"domain.ilike.{domain},domain.ilike.{domain}.")
+                 .in_("status_hosting", ["pending", "active"])
+                 .not_.is_("hosting_server", "null").neq("hosting_server", self.server_name).limit(1))
+        rows = self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
+                               f"look for other rows of {domain}", service="Supabase")
+        return rows[0] if rows else None
+
+    def fetch_active_without_matomo(self, page_size=PAGE_SIZE):
+        """Yield this server's live rows (and unassigned ones, built before servers were named) that have no
+        matomo_id, oldest first, one keyset-paged page in memory at a time."""
+        last_id = None
+        while True:
+            query = (self._table().select(SELECTED_COLUMNS).eq("status_hosting", "active").is_("matomo_id", "null"))
+            if self.server_name is not None:
+                query = query.or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null")
+            if last_id is not None:
+                query = query.gt("id", last_id)
+            page = self.retry.call(lambda: self._execute(query.order("id").limit(page_size),
+                                                         "read the live sites without Matomo"),
+                                   "read the live sites without Matomo", service="Supabase")
+            yield from page
+            if len(page) < page_size:
+                return
+            last_id = page[-1]["id"]
+
+    def record_matomo_id(self, site_id, matomo_id):
+        """Write a live row's matomo_id while it is still live, without one, and this server's; nothing else of
+        the row changes. False when the row changed meanwhile."""
+        conditions = {**self._as_read("active"), "matomo_id": None}
+        return self._conditional_update(site_id, {"matomo_id": matomo_id}, conditions,
+                                        f"record the Matomo site of site {site_id}")
 
     def note(self, site_id, error_message, read_status="pending"):
         """Say in the row why it waits (its status unchanged); False when the row changed meanwhile."""

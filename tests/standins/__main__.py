@@ -25,7 +25,7 @@ FAKE_CLPCTL = Path(__file__).resolve().parent / "fake_clpctl.py"
 NON_ELIGIBLE = (
     {"domain": "dns-pending.example.test", "status_dns": "pending", "status_hosting": "pending"},
     {"domain": "already-active.example.test", "status_dns": "active", "status_hosting": "active",
-     "doc_root": "/home/already-active/htdocs/already-active.example.test"},
+     "doc_root": "/home/already-active/htdocs/already-active.example.test", "matomo_id": 9999},
     {"domain": "failed-before.example.test", "status_dns": "active", "status_hosting": "failed",
      "error_message": "CloudPanel: earlier failure"},
 )
