@@ -103,10 +103,15 @@ class Pipeline:
                 outcome = self._backfill_row(row)
                 outcomes.add(position, outcome)
                 position += 1
+        except RunInterrupted:
+            return  # a signal ended a retry's wait: the summary says the run was interrupted
+        except SetupError as err:  # the key cannot write, say: the run says so as it would for a pending row
+            self.aborted = str(err)
+            logger.error("%s", err)
         except (MatomoError, SupabaseError) as err:
-            if isinstance(err, SetupError):
-                raise
             logger.warning("Adding missing Matomo sites stopped for this run: %s", err)
+        except Exception:  # a bug here must not cost the run its summary
+            logger.exception("Adding missing Matomo sites stopped on an unexpected error")
 
     def _backfill_row(self, row):
         try:
