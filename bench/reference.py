@@ -107,9 +107,21 @@ class Reference:
                 return
             last_id = page[-1]["id"]
 
+    def live_rows_without_matomo(self):
+        return (self.supabase.table(self.table_name).select("id,domain,status_hosting,hosting_server,error_message")
+                .eq("status_hosting", "active").is_("matomo_id", "null")
+                .or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null")
+                .order("id").limit(PAGE_SIZE).execute().data)
+
     def claim(self, row):
         if row.get("hosting_server") is not None:
             return
+        domain = row["domain"]
+        taken = (self.supabase.table(self.table_name).select("id,hosting_server")
+                 .or_(f"domain.ilike.{domain},domain.ilike.{domain}.").in_("status_hosting", ["pending", "active"])
+                 .not_.is_("hosting_server", "null").neq("hosting_server", self.server_name).limit(1).execute())
+        if taken.data:
+            raise SiteFailed(f"row {row['id']}: the site is another server's")
         answer = (self.supabase.table(self.table_name).update({"hosting_server": self.server_name}).eq("id", row["id"])
                   .eq("status_hosting", row["status_hosting"]).is_("hosting_server", "null").execute())
         if not answer.data:
@@ -271,6 +283,7 @@ def main(argv=None):
             for row in reference.pending_rows():
                 in_flight.acquire()
                 pool.submit(run, row)
+    reference.live_rows_without_matomo()  # the job's last read: the live sites to give their Matomo site
     reference.session.close()
     print(json.dumps({**counts, "first_errors": errors}))
     return 1 if counts["failed"] else 0
