@@ -114,14 +114,14 @@ class Reference:
                 .order("id").limit(PAGE_SIZE).execute().data)
 
     def claim(self, row):
+        domain = row["domain"]
+        others = (self.supabase.table(self.table_name).select("id,hosting_server,status_hosting")
+                  .or_(f"domain.ilike.{domain},domain.ilike.{domain}.").in_("status_hosting", ["pending", "active"])
+                  .neq("id", row["id"]).order("id").limit(5).execute())
+        if others.data:
+            raise SiteFailed(f"row {row['id']}: another row holds the site")
         if row.get("hosting_server") is not None:
             return
-        domain = row["domain"]
-        taken = (self.supabase.table(self.table_name).select("id,hosting_server")
-                 .or_(f"domain.ilike.{domain},domain.ilike.{domain}.").in_("status_hosting", ["pending", "active"])
-                 .not_.is_("hosting_server", "null").neq("hosting_server", self.server_name).limit(1).execute())
-        if taken.data:
-            raise SiteFailed(f"row {row['id']}: the site is another server's")
         answer = (self.supabase.table(self.table_name).update({"hosting_server": self.server_name}).eq("id", row["id"])
                   .eq("status_hosting", row["status_hosting"]).is_("hosting_server", "null").execute())
         if not answer.data:

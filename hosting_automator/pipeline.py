@@ -2,11 +2,12 @@
 touching another site's work."""
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 
-from hosting_automator.core.logging_setup import secret_values, site_context
+from hosting_automator.core.logging_setup import site_context
 from hosting_automator.domains import normalise_domain
 from hosting_automator.errors import (
     CertificateError,
@@ -45,6 +46,8 @@ class Pipeline:
         self.stop_event = stop_event or threading.Event()
         self.aborted = None  # the reason, when the run had to stop early
         self.matomo_failed = False  # Matomo failed for a site of this run: no backfill this run
+        self._pair_locks = {}
+        self._pair_locks_guard = threading.Lock()
 
     # -- the run ---------------------------------------------------------------------------------------------
 
@@ -163,13 +166,22 @@ class Pipeline:
                 return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
             return self._record(row, domain, FAILED, error=reason)
 
-    def _process_row(self, row, _domain=None, _owner=None):
+    def _process_row(self, row, domain=None, _owner=None):
         if self.stop_event.is_set() or self.aborted is not None:
             return None  # queued but not started: it stays as it is for the next run
-        with secret_values.kept_for_this_site():  # its passwords masked until its outcome is written and logged
-            return self._process_row_logged(row)
+        with self._pair_lock(domain):
+            return self._process_row_in_turn(row)
 
-    def _process_row_logged(self, row):
+    def _pair_lock(self, domain):
+        """A name and its www. twin share a certificate and a Matomo site: their rows are worked on one after the
+        other, so the second finds what the first made instead of making it again."""
+        if domain is None:
+            return contextlib.nullcontext()
+        key = domain[4:] if domain.startswith("www.") else domain
+        with self._pair_locks_guard:
+            return self._pair_locks.setdefault(key, threading.Lock())
+
+    def _process_row_in_turn(self, row):
         try:
             if self.options.dry_run:
                 return self.plan_site(row)
@@ -274,32 +286,49 @@ class Pipeline:
         return f"{domain} resolves to {shown}, not this server ({', '.join(str(address) for address in here)})"
 
     def _not_claimed(self, row, domain):
-        """None when the row is this server's (it was, or the claim now won); else the outcome of leaving it."""
+        """None when the row is this server's to work on (it was, or the claim now won); else the outcome of
+        leaving it: another server holds the site (this row or another of the same site), or another row of the
+        site went live already and this one is failed naming it."""
         name = self.services.server_name
-        if name is None or row.get("hosting_server") is not None:  # rows are read only when they are ours or nobody's
-            return None
-        if self.options.dry_run:
-            logger.info("Would claim this row for %s (dry run: nothing changed)", name)
+        if name is None:
             return None
         read_status = row.get("status_hosting") or "pending"
         try:
-            taken = self.services.supabase.same_site_elsewhere(domain) if _is_host_name(domain) else None
-            if taken is not None:
-                logger.info("Row %s of the same site is assigned to %s; this row is left to it", taken.get("id"),
-                            taken.get("hosting_server"))
+            others = self.services.supabase.other_rows_of_site(domain, row["id"]) if _is_host_name(domain) else []
+            elsewhere = next((other for other in others if other.get("hosting_server") not in (None, name)), None)
+            if elsewhere is not None:
+                logger.info("Row %s of the same site is assigned to %s; this row is left to it", elsewhere.get("id"),
+                            elsewhere.get("hosting_server"))
                 return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
-                                   warning=f"row {taken.get('id')} of the same site is assigned to "
-                                           f"{taken.get('hosting_server')}")
-            if self.services.supabase.claim(row["id"], read_status):
+                                   warning=f"row {elsewhere.get('id')} of the same site is assigned to "
+                                           f"{elsewhere.get('hosting_server')}")
+            if self.options.dry_run:
+                if row.get("hosting_server") is None:
+                    logger.info("Would claim this row for %s (dry run: nothing changed)", name)
+                return self._duplicate_of_live(row, domain, others)
+            if row.get("hosting_server") is None:
+                if not self.services.supabase.claim(row["id"], read_status):
+                    owner = self.services.supabase.assigned_server(row["id"])
+                    logger.info("Claimed by %s first; left to it", owner or "another server")
+                    return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
+                                       warning=f"assigned to {owner}" if owner else None)
                 logger.info("Claimed for %s", name)
-                return None
-            owner = self.services.supabase.assigned_server(row["id"])
         except SetupError:
             raise
         except ServiceError as err:
             return self._postpone(row, domain, f"could not claim the row: {err}")
-        logger.info("Claimed by %s first; left to it", owner or "another server")
-        return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=f"assigned to {owner}" if owner else None)
+        return self._duplicate_of_live(row, domain, others)
+
+    def _duplicate_of_live(self, row, domain, others):
+        """A row for a site another row already set up (in an earlier run): failed, naming that row."""
+        live = next((other for other in others if other.get("status_hosting") == ACTIVE), None)
+        if live is None:
+            return None
+        reason = f"duplicate: row {live.get('id')} is the same site ({domain}) and is set up instead of this one"
+        logger.error("Row %s: %s", row.get("id"), reason)
+        if self.options.dry_run:
+            return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
+        return self._record(row, domain, FAILED, error=reason)
 
     def plan_site(self, row):
         """--dry-run: say what would be done, asking the services only read-only questions."""

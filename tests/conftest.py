@@ -1,4 +1,5 @@
-"""Shared fixtures: no test leaks secrets, logging handlers or settings into the next."""
+"""Shared fixtures: no test leaks secrets, logging handlers or settings into the next, and no run of the job leaks a
+secret at all (tests/harness.py's scan, after every test)."""
 
 import logging
 import socket
@@ -8,10 +9,12 @@ import pytest
 
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
+from tests.harness import watched
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
+    watched.forget()
     secret_values.clear()
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN", "CLOUDPANEL_API_URL",
                  "CLOUDPANEL_API_TOKEN", "HEALTHCHECK_URL", "LOG_FILE", "LOCK_FILE"):
@@ -23,6 +26,7 @@ def _isolated(monkeypatch):
         if not isinstance(handler, type(logging.lastResort)) and "pytest" not in type(handler).__module__:
             root.removeHandler(handler)
             handler.close()
+    watched.check()  # every run of the job this test made: no secret in its output, log file or rows
 
 
 class RecordedSleeps(list):

@@ -4,11 +4,14 @@ import io
 import logging
 import logging.handlers
 import os
+import secrets
 import threading
 
 from hosting_automator.core.logging_setup import (
     LOG_FILE_BACKUPS,
     LOG_FILE_MAX_BYTES,
+    GENERATED_KEPT,
+    MASK,
     SecretValues,
     configure_logging,
     secret_values,
@@ -176,25 +179,18 @@ def test_secret_values_excerpt_masks_before_it_cuts():
     assert not any(key[start:start + 8] in shown for start in range(len(key) - 7))
 
 
-def test_secret_values_a_sites_password_is_masked_until_its_work_ends_and_keys_for_the_whole_run():
+def test_secret_values_generated_passwords_stay_masked_for_the_run_the_latest_thousand_of_a_longer_one():
     values = SecretValues()
     key = "sb_secret_Zq8LmN3pR7tV1xY5bC9dF2hJ"
     values.add(key)
-    password = "Gen3ratedPassw0rdXyZ1234567890ab"
+    passwords = [secrets.token_hex(16) for _ in range(GENERATED_KEPT + 5)]
 
-    with values.kept_for_this_site():
-        values.add(password)
-        assert values.mask(f"echoed {password}") == "echoed ***"
-        assert values.mask(f"cut {password[:12]}") == "cut ***"
+    values.add_generated(passwords[0])
+    assert values.mask(f"echoed later {passwords[0][3:15]}") == "echoed later ***"
+    for password in passwords[1:]:
+        values.add_generated(password)
 
-    assert values.mask(f"later {password}") == f"later {password}"  # nothing of the run can carry it any more
+    assert values.mask(passwords[-1]) == MASK and values.mask(passwords[5]) == MASK
+    assert values.mask(passwords[4]) == passwords[4]  # the oldest beyond the bound are let go
     assert values.mask(f"later {key}") == "later ***"
-
-
-def test_secret_values_a_thousand_sites_leave_nothing_behind():
-    values = SecretValues()
-    for number in range(1000):
-        with values.kept_for_this_site():
-            values.add(f"password-{number:04d}-Zq8LmN3pR7tV1xY5")
-    assert values.mask("password-0001-Zq8LmN3pR7tV1xY5") == "password-0001-Zq8LmN3pR7tV1xY5"
-    assert values.longest == 0
+    assert len(values._pieces) <= (GENERATED_KEPT + 1) * len(passwords[0])

@@ -59,11 +59,11 @@ class MemorySupabase:
     def assigned_server(self, site_id):
         return self.rows[site_id].get("hosting_server")
 
-    def same_site_elsewhere(self, domain):
-        for row in self.rows.values():
-            if row["domain"].lower().rstrip(".") == domain and row.get("hosting_server") not in (None, self.server_name):
-                return {"id": row["id"], "hosting_server": row["hosting_server"]}
-        return None
+    def other_rows_of_site(self, domain, site_id):
+        return [{"id": row["id"], "hosting_server": row.get("hosting_server"), "status_hosting": row["status_hosting"]}
+                for row in self.rows.values()
+                if row["domain"].lower().rstrip(".") == domain and row["id"] != site_id
+                and row["status_hosting"] in ("pending", "active")]
 
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
                                    read_status="pending"):

@@ -16,13 +16,16 @@ LOG_FILE_BACKUPS = 4  # with the current file, at most 25 MB on disk
 RECENT_LINES = 50  # what the monitoring ping carries
 MASK = "***"
 PIECE = 8  # characters in a row of a secret that count as the secret
+# Passwords a run keeps masked: every one of any run of up to this many sites (a run takes 20 by default), the
+# latest ones of a longer run, so that masking costs the same at the 10,000th site as at the first.
+GENERATED_KEPT = 1000
 
 _current_site = contextvars.ContextVar("current_site", default=None)
 
 
 class SecretValues:
-    """Every value that must never be shown: configured keys and tokens for the whole run, and each generated
-    password while its site is worked on (see `kept_for_this_site`).
+    """Every value that must never be shown: configured keys and tokens, and the passwords the run generated
+    (see `add_generated`), for the whole run.
 
     Any PIECE characters in a row of a value count as the value itself, so a secret that a service echoed cut
     short, or that an excerpt cut in half, is masked too."""
@@ -32,7 +35,7 @@ class SecretValues:
         self._held = collections.Counter()  # variant -> how many secrets hold it
         self._pieces = collections.Counter()  # every PIECE characters in a row of a variant
         self._variants = ()  # longest first, so a secret is masked whole before any shorter one inside it
-        self._this_site = threading.local()
+        self._generated = collections.deque()
 
     @staticmethod
     def _forms(value):
@@ -46,9 +49,6 @@ class SecretValues:
                 self._held[variant] += 1
                 self._pieces.update({variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
             self._variants = tuple(sorted(self._held, key=len, reverse=True))
-        kept = getattr(self._this_site, "values", None)
-        if kept is not None:
-            kept.append(value)
 
     def discard(self, value):
         with self._lock:
@@ -59,24 +59,22 @@ class SecretValues:
                 _release(self._pieces, {variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
             self._variants = tuple(sorted(self._held, key=len, reverse=True))
 
-    @contextlib.contextmanager
-    def kept_for_this_site(self):
-        """Values added in this thread inside the block (a site's generated passwords) are masked until the block
-        ends: once the site's outcome is written and logged, no text of the run can carry them any more, and
-        keeping every password of a long run would make each masking slower and the run larger."""
-        self._this_site.values = []
-        try:
-            yield
-        finally:
-            kept, self._this_site.values = self._this_site.values, None
-            for value in kept:
-                self.discard(value)
+    def add_generated(self, value):
+        """A password this run made: masked for the rest of the run, like the keys, but only the latest
+        GENERATED_KEPT of them, so that a run of ten thousand sites neither grows nor slows its masking."""
+        self.add(value)
+        with self._lock:
+            self._generated.append(value)
+            evicted = self._generated.popleft() if len(self._generated) > GENERATED_KEPT else None
+        if evicted is not None:
+            self.discard(evicted)
 
     def clear(self):
         with self._lock:
             self._held.clear()
             self._pieces.clear()
             self._variants = ()
+            self._generated.clear()
 
     @property
     def longest(self):

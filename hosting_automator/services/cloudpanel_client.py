@@ -60,7 +60,7 @@ def document_root(site_user, domain):
 def new_password():
     """A throwaway password CloudPanel requires; it goes only to clpctl and is masked everywhere else."""
     password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
-    secret_values.add(password)
+    secret_values.add_generated(password)
     return password
 
 
@@ -297,6 +297,7 @@ class GatewayClient(CloudPanelClient):
     def check(self):
         """Read-only: the gateway answers, accepts the key, and has its routes where CLOUDPANEL_API_URL says."""
         health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
+        self._refuse_setup_errors(health, "health check")
         if health.status_code != 200:
             raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}: "
                                   f"{_gateway_reason(health)}")

@@ -114,16 +114,14 @@ class SupabaseClient:
                                         {"status_hosting": read_status, "hosting_server": None, **still},
                                         f"claim site {site_id} for {self.server_name}")
 
-    def same_site_elsewhere(self, domain):
-        """Another server's pending or live row for `domain` (as it is written, or with a final dot; letter case
-        ignored), or None: a second row of one site must not get a second server."""
-        query = (self._table().select("id,hosting_server")
+    def other_rows_of_site(self, domain, site_id):
+        """Other pending or live rows for `domain` (as written, or with a final dot; letter case ignored), any
+        server's: one site is set up once, whatever the rows say."""
+        query = (self._table().select("id,hosting_server,status_hosting")
                  .or_(f"domain.ilike.{domain},domain.ilike.{domain}.")
-                 .in_("status_hosting", ["pending", "active"])
-                 .not_.is_("hosting_server", "null").neq("hosting_server", self.server_name).limit(1))
-        rows = self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
+                 .in_("status_hosting", ["pending", "active"]).neq("id", site_id).order("id").limit(5))
+        return self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
                                f"look for other rows of {domain}", service="Supabase")
-        return rows[0] if rows else None
 
     def fetch_active_without_matomo(self, page_size=PAGE_SIZE):
         """Yield this server's live rows (and unassigned ones, built before servers were named) that have no

@@ -216,11 +216,15 @@ class HTTPStandin:
             if fault.kind == "drop":
                 handler.drop()
                 return
-            if fault.kind == "status":
+            if fault.kind in ("status", "later"):
                 body, ctype = fault.body_bytes()
                 headers = {"Content-Type": ctype}
                 headers.update(fault.headers)
                 handler.write_response(Response(fault.status_code, body, headers))
+                if fault.kind == "later":
+                    worker = threading.Timer(fault.seconds, self._work_later, args=(request,))
+                    worker.daemon = True
+                    worker.start()
                 return
             if fault.kind == "delay":
                 self._sleep(fault.seconds)
@@ -233,6 +237,13 @@ class HTTPStandin:
             handler.drop()
             return
         handler.write_response(response)
+
+    def _work_later(self, request):
+        """Fault.later: the work of a request that was answered already."""
+        try:
+            self.handle(request)
+        except Exception:  # a bug in the stand-in: make it loud, not silent
+            traceback.print_exc()
 
     def handle(self, request):  # pragma: no cover - overridden
         raise NotImplementedError

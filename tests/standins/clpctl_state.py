@@ -74,6 +74,12 @@ def calls(db_path):
     return rows
 
 
+def received_passwords(db_path):
+    """Every site password clpctl (or the gateway, which runs the same logic) was given: test-only, for the secret
+    scan, since the `call` table keeps them redacted."""
+    return [r["password"] for r in _query(db_path, "SELECT password FROM received_password")]
+
+
 def write_control(path, mapping):
     """Atomically write the control file: {domain or "*": {command: behaviour}}."""
     directory = os.path.dirname(os.path.abspath(path))

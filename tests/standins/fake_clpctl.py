@@ -4,7 +4,8 @@ lets-encrypt:install:certificate, site:delete, --version), state in a SQLite fil
 
 Environment: FAKE_CLPCTL_DB (the SQLite file, created if missing), FAKE_CLPCTL_CONTROL (optional JSON file,
 re-read at every call: {domain or "*": {command: behaviour}}), FAKE_CLPCTL_LATENCY_MS (sleep per call).
-Behaviours: "fail:<msg>", "error-exit0:<msg>", "silent-exit1", "hang", "kill-parent-after", "fail-once:<msg>".
+Behaviours: "fail:<msg>", "error-exit0:<msg>", "silent-exit1", "hang", "kill-parent-after", "fail-once:<msg>",
+"fail-echo:<msg>" (exit 1, <msg> and then the whole command line, password included, as a verbose wrapper might).
 `run(argv, db_path, control_path=None)` holds the logic and is importable without side effects (the gateway
 stand-in uses it). Standard library only.
 """
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS call (
     argv_json TEXT NOT NULL,
     exit_code INTEGER,
     at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS received_password (
+    password TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS control_state (
     domain_name TEXT NOT NULL,
@@ -212,6 +216,19 @@ def run_on(conn, argv, control_path=None, hang=None):
     return _run(conn, list(argv), control_path, hang or _hang_for_real)
 
 
+def _remember_passwords(conn, argv):
+    """Test-only: every site password received, for the tests' secret scan (`call` keeps argv redacted)."""
+    for index, tok in enumerate(argv):
+        if tok.startswith("--" + PASSWORD_OPTION + "="):
+            password = tok.partition("=")[2]
+        elif tok == "--" + PASSWORD_OPTION and index + 1 < len(argv):
+            password = argv[index + 1]
+        else:
+            continue
+        if password:
+            conn.execute("INSERT OR IGNORE INTO received_password (password) VALUES (?)", (password,))
+
+
 def _record(conn, argv, exit_code):
     cur = conn.execute("INSERT INTO call (argv_json, exit_code, at) VALUES (?, ?, ?)",
                        (json.dumps(redact(argv)), exit_code, _now()))
@@ -227,6 +244,7 @@ def _finish(conn, argv, code, output, call_id=None, kill_parent=False):
 
 
 def _run(conn, argv, control_path, hang):
+    _remember_passwords(conn, argv)
     try:
         command, options, flags = parse(argv)
     except _Usage as exc:
@@ -251,6 +269,8 @@ def _run(conn, argv, control_path, hang):
         kind, _, message = behaviour.partition(":")
         if kind == "fail":
             return _finish(conn, argv, 1, message)
+        if kind == "fail-echo":
+            return _finish(conn, argv, 1, message + "\nCommand: clpctl " + " ".join(argv))
         if kind == "error-exit0":
             return _finish(conn, argv, 0, message)
         if kind == "silent-exit1":

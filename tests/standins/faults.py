@@ -14,6 +14,8 @@ class Fault:
       drop        close the socket without answering, before doing the work
       after_drop  do the work, then close the socket without answering
       delay       sleep `seconds`, then do the work normally
+      later       answer `status` with `body` at once, and do the work `seconds` later, in the background (a proxy
+                  that gave up waiting while the service behind it goes on)
     """
 
     __slots__ = ("kind", "status_code", "body", "headers", "seconds")
@@ -41,6 +43,10 @@ class Fault:
     def delay(cls, seconds):
         return cls("delay", seconds=seconds)
 
+    @classmethod
+    def later(cls, code, seconds, body="", headers=None):
+        return cls("later", status_code=int(code), body=body, headers=headers, seconds=seconds)
+
     def body_bytes(self):
         """The body of a `status` fault as bytes, and the content type it implies."""
         body = self.body
@@ -55,6 +61,8 @@ class Fault:
     def __repr__(self):
         if self.kind == "status":
             return f"Fault.status({self.status_code}, {self.body!r})"
+        if self.kind == "later":
+            return f"Fault.later({self.status_code}, {self.seconds})"
         if self.kind == "delay":
             return f"Fault.delay({self.seconds})"
         return f"Fault.{self.kind}()"

@@ -31,6 +31,7 @@ class FakeGateway(HTTPStandin):
         self.api_key = api_key
         self.control_path = str(control_path) if control_path else None
         self.hang_seconds = 5.0
+        self.received_passwords = set()  # every siteUserPassword in a request body, faults or not (the secret scan)
         self._local = threading.local()  # per handler thread: (connection, (st_dev, st_ino) of the file)
         fake_clpctl.connect(self.db_path).close()
 
@@ -77,17 +78,30 @@ class FakeGateway(HTTPStandin):
             if not done or conn.in_transaction:
                 self._drop_connection()
 
+    def _serve(self, handler, request):
+        """Notes the request's site password before any fault or the work: the secret scan must know it."""
+        try:
+            body = json.loads(request["body"] or "{}")
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("siteUserPassword"), str) and body["siteUserPassword"]:
+            with self.lock:
+                self.received_passwords.add(body["siteUserPassword"])
+        super()._serve(handler, request)
+
     def handle(self, request):
         method, path = request["method"], request["path"].rstrip("/") or "/"
         if method == "GET" and path == "/health":
             return json_response(200, {"status": "OK"})
+        if not path.startswith("/api/"):  # the key is asked for under /api only, as cloudpanel-api mounts it
+            return json_response(404, {"success": False, "error": "Endpoint not found"})
         if request["headers"].get("x-api-key") != self.api_key:
             return json_response(401, {"success": False, "error": "Unauthorized"})
         if method == "GET" and path == "/api/user/list":
             return json_response(200, {"success": True, "data": []})
         route = ROUTES.get(path)
         if route is None or method != "POST":
-            return json_response(404, {"success": False, "error": "Not Found"})
+            return json_response(404, {"success": False, "error": "Endpoint not found"})
         command, required, allowed, failure = route
         try:
             body = json.loads(request["body"] or "{}")

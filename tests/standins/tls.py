@@ -44,7 +44,7 @@ class FakeHttpsServer:
         self.handshakes = []          # SNI names seen (None when the client sent none)
         self.requests_log = []        # {method: "TLS", path: sni, query: {}, headers: {}, body: ""}
         self.record_requests = True   # False: requests_log stays as it is (long benchmarks), like the HTTP ones
-        self.fault = None             # drop/after_drop/delay honoured; status -> drop
+        self.fault = None             # drop/after_drop/delay honoured; status, later -> drop
         self.latency = 0.0
         self.injected_latency_seconds = 0.0
         self.request_count = 0
@@ -219,7 +219,7 @@ class FakeHttpsServer:
                     self.injected_latency_seconds += self.latency
             fault = self.fault(request) if self.fault is not None else None
             if isinstance(fault, Fault):
-                if fault.kind in ("drop", "status"):
+                if fault.kind in ("drop", "status", "later"):
                     return
                 if fault.kind == "delay":
                     time.sleep(fault.seconds)
