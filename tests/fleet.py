@@ -24,7 +24,7 @@ from pathlib import Path
 import trustme
 
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-from tests.harness import start_job
+from tests.harness import matomo_sites_by_name, start_job
 from tests.standins import clpctl_state
 from tests.standins.__main__ import write_clpctl_wrapper
 from tests.standins.dns import FakeDns
@@ -248,12 +248,7 @@ class Fleet:
         return rows, clpctl, matomo
 
     def matomo_sites_by_name(self):
-        with self.matomo.lock:
-            sites = dict(self.matomo.sites)
-        by_name = collections.defaultdict(list)
-        for site_id, site in sorted(sites.items()):
-            by_name[site["name"]].append(site_id)
-        return dict(by_name)
+        return matomo_sites_by_name(self)
 
     def problems(self, expected_server, unpointed=()):
         """Everything that differs from the end state the issue asks for: `expected_server` maps each pointed

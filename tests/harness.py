@@ -2,6 +2,7 @@
 every such run for secrets: no 8 characters in a row of a key, a token or a generated site password may reach
 the log file, stdout, stderr (--json included) or a row's error_message."""
 
+import collections
 import os
 import re
 import signal
@@ -216,3 +217,13 @@ def secret_characters(places, secrets):
                 findings.append(f"{where}: {pieces[piece]}: {text[max(0, at - 60):at + 60]!r}")
                 break
     return findings
+
+
+def matomo_sites_by_name(standins):
+    """The Matomo stand-in's site ids, by site name (`standins` is anything with a `.matomo`)."""
+    with standins.matomo.lock:
+        sites = dict(standins.matomo.sites)
+    by_name = collections.defaultdict(list)
+    for site_id, site in sorted(sites.items()):
+        by_name[site["name"]].append(site_id)
+    return dict(by_name)

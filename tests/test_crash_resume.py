@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-from tests.harness import job_environment, read_log, run_job, start_job
+from tests.harness import job_environment, matomo_sites_by_name, read_log, run_job, start_job
 from tests.standins import Fault, clpctl_state, start_all
 from tests.standins.faults import once
 
@@ -40,15 +40,6 @@ def end_state(standins):
                          "cloudpanel_sites": cloudpanel[domain], "matomo_sites": len(matomo.get(domain, [])),
                          "certificate_requests": certificates[domain]}
     return state
-
-
-def matomo_sites_by_name(standins):
-    with standins.matomo.lock:
-        sites = dict(standins.matomo.sites)
-    by_name = collections.defaultdict(list)
-    for site_id, site in sorted(sites.items()):
-        by_name[site["name"]].append(site_id)
-    return dict(by_name)
 
 
 def live(domain):

@@ -19,7 +19,8 @@ from tests.standins import Fault
 from tests.standins.clpctl_state import (add_site, calls, certificate_requests, read_sites, received_passwords,
                                          write_control)
 from tests.standins.faults import once
-from tests.test_crash_resume import matomo_sites_by_name, wait_for
+from tests.harness import matomo_sites_by_name
+from tests.test_crash_resume import wait_for
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # far deeper than Python's JSON reader recurses
 LONG_LABEL = "a" * 64

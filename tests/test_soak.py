@@ -22,7 +22,8 @@ from hosting_automator.errors import InvalidDomainError
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
 from tests.harness import standins_of, start_job
 from tests.standins import Fault, clpctl_state
-from tests.test_crash_resume import matomo_sites_by_name, wait_for_orphans
+from tests.harness import matomo_sites_by_name
+from tests.test_crash_resume import wait_for_orphans
 
 pytestmark = pytest.mark.soak
 

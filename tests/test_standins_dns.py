@@ -14,7 +14,8 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from tests.standins.dns import DnsFault, FakeDns, once, times
+from tests.standins.dns import DnsFault, FakeDns
+from tests.standins.faults import once, times
 
 LIFETIME = 0.3  # seconds a resolve may take in these tests before dnspython gives up
 

@@ -5,7 +5,7 @@ table of names, with the faults a real resolver shows (SERVFAIL, silence, garbag
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers, resolver.port = [fake.address], fake.port
         fake.set("www.example.com", ["198.51.100.7"])
-        fake.fault = once(DnsFault.servfail())
+        fake.fault = once(DnsFault.servfail())  # once() from tests/standins/faults.py
 
 Answers: a name in `records` gets its addresses of the asked type (IPv4 -> A, IPv6 -> AAAA); a name in `records`
 without an address of that type (or asked for any other type) gets NOERROR with an empty answer (NODATA); a name
@@ -37,6 +37,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
 
 _TCP_IDLE_SECONDS = 5.0           # a TCP connection with no next query for this long is closed
 _TCP_QUERIES_PER_CONNECTION = 1000  # bound on the queries one TCP connection may send
@@ -101,28 +102,6 @@ class DnsFault:
         if self.kind == "truncated":
             return f"DnsFault.truncated(cut={self.cut})"
         return f"DnsFault.{self.kind}()"
-
-
-def times(n, fault, predicate=None):
-    """A fault hook that injects `fault` on the first `n` queries for which `predicate(name, rdtype)` holds."""
-    state = {"left": int(n)}
-    lock = threading.Lock()
-
-    def hook(name, rdtype):
-        if predicate is not None and not predicate(name, rdtype):
-            return None
-        with lock:
-            if state["left"] <= 0:
-                return None
-            state["left"] -= 1
-        return fault
-
-    return hook
-
-
-def once(fault, predicate=None):
-    """A fault hook that injects `fault` on the first query matching `predicate(name, rdtype)`, then never again."""
-    return times(1, fault, predicate)
 
 
 class DnsRecords(MutableMapping):

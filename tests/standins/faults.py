@@ -69,17 +69,19 @@ class Fault:
 
 
 def once(fault, predicate=None):
-    """A fault hook that injects `fault` on the first request matching `predicate`, then never again."""
+    """A fault hook that injects `fault` on the first request (or DNS query) matching `predicate`, then never
+    again."""
     return times(1, fault, predicate)
 
 
 def times(n, fault, predicate=None):
-    """A fault hook that injects `fault` on the first `n` requests matching `predicate`."""
+    """A fault hook that injects `fault` on the first `n` requests matching `predicate`: an HTTP stand-in's hook
+    gets the request, the DNS stand-in's the name and the record type; `predicate` gets the same."""
     state = {"left": int(n)}
     lock = threading.Lock()
 
-    def hook(request):
-        if predicate is not None and not predicate(request):
+    def hook(*asked):
+        if predicate is not None and not predicate(*asked):
             return None
         with lock:
             if state["left"] <= 0:
