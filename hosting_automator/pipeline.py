@@ -156,15 +156,11 @@ class Pipeline:
         """A second row for a site another row of this run owns: nothing is created twice, and the row says why."""
         if self.stop_event.is_set() or self.aborted is not None:
             return None
-        reason = f"duplicate: row {owner} is the same site ({domain}) and is set up instead of this one"
         with site_context(domain):
             not_ours = self._not_this_servers(row, domain)
             if not_ours is not None:
                 return not_ours
-            logger.error("Row %s: %s", row.get("id"), reason)
-            if self.options.dry_run:
-                return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
-            return self._record(row, domain, FAILED, error=reason)
+            return self._fail_as_duplicate(row, domain, owner)
 
     def _process_row(self, row, domain=None, _owner=None):
         if self.stop_event.is_set() or self.aborted is not None:
@@ -322,9 +318,10 @@ class Pipeline:
     def _duplicate_of_live(self, row, domain, others):
         """A row for a site another row already set up (in an earlier run): failed, naming that row."""
         live = next((other for other in others if other.get("status_hosting") == ACTIVE), None)
-        if live is None:
-            return None
-        reason = f"duplicate: row {live.get('id')} is the same site ({domain}) and is set up instead of this one"
+        return None if live is None else self._fail_as_duplicate(row, domain, live.get("id"))
+
+    def _fail_as_duplicate(self, row, domain, owner):
+        reason = f"duplicate: row {owner} is the same site ({domain}) and is set up instead of this one"
         logger.error("Row %s: %s", row.get("id"), reason)
         if self.options.dry_run:
             return SiteOutcome(row.get("id"), domain, "would fail", error=reason)

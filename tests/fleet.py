@@ -24,7 +24,7 @@ from pathlib import Path
 import trustme
 
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-from tests.harness import matomo_sites_by_name, start_job
+from tests.harness import clpctl_processes, matomo_sites_by_name, start_job
 from tests.standins import clpctl_state
 from tests.standins.__main__ import write_clpctl_wrapper
 from tests.standins.dns import FakeDns
@@ -337,28 +337,11 @@ def _kill_group(process):
         pass
 
 
-def clpctl_processes(db_paths):
-    """Pids of fake clpctl processes still working on one of `db_paths` (a killed job's children run on)."""
-    markers = {f"FAKE_CLPCTL_DB={path}".encode() for path in db_paths}
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = set(fh.read().split(b"\0"))
-        except OSError:
-            continue
-        if markers & environ:
-            pids.append(int(entry))
-    return pids
-
-
 def wait_for_orphans(fleet, timeout=30.0):
     """Wait, bounded, for every clpctl a killed job left running: the next cron run comes minutes later."""
     deadline = time.monotonic() + timeout
     paths = [server.db_path for server in fleet.servers]
-    while clpctl_processes(paths):
+    while clpctl_processes(*paths):
         if time.monotonic() > deadline:
             raise AssertionError(f"clpctl processes still running after {timeout} s")
         time.sleep(0.02)

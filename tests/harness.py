@@ -227,3 +227,20 @@ def matomo_sites_by_name(standins):
     for site_id, site in sorted(sites.items()):
         by_name[site["name"]].append(site_id)
     return dict(by_name)
+
+
+def clpctl_processes(*db_paths):
+    """Pids of fake clpctl processes still working on one of `db_paths` (a killed job's children run on)."""
+    markers = {f"FAKE_CLPCTL_DB={path}".encode() for path in db_paths}
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = set(fh.read().split(b"\0"))
+        except OSError:
+            continue
+        if markers & environ:
+            pids.append(int(entry))
+    return pids

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-from tests.harness import job_environment, matomo_sites_by_name, read_log, run_job, start_job
+from tests.harness import clpctl_processes, job_environment, matomo_sites_by_name, read_log, run_job, start_job
 from tests.standins import Fault, clpctl_state, start_all
 from tests.standins.faults import once
 
@@ -55,23 +55,6 @@ def wait_for(predicate, timeout=30.0, what="a condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def clpctl_processes(db_path):
-    """Pids of fake clpctl processes still working on db_path (orphans of a killed job keep running)."""
-    marker = f"FAKE_CLPCTL_DB={db_path}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if marker in environ:
-            pids.append(int(entry))
-    return pids
 
 
 def wait_for_orphans(standins, timeout=30.0):
