@@ -1,11 +1,11 @@
-"""The run itself: each pending site through CloudPanel → certificate → Matomo → its row, one failure never
-touching another site's work."""
+"""The run itself: each pending site through its steps, one site's failure never touching another site's work."""
 
 import concurrent.futures
 import contextlib
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hosting_automator.core.logging_setup import site_context
 from hosting_automator.domains import normalise_domain
@@ -22,7 +22,9 @@ from hosting_automator.errors import (
 )
 from hosting_automator.report import (ACTIVE, FAILED, LEFT_TO_OTHERS, MATOMO_ADDED_LATER, NOT_RECORDED, POSTPONED,
                                       WAITING_FOR_DNS, RunOutcomes, SiteOutcome)
-from hosting_automator.services.cloudpanel_client import document_root, site_user_for
+
+if TYPE_CHECKING:
+    from hosting_automator.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RunOptions:
     dry_run: bool = False
-    domains: tuple = ()
+    domains: tuple[str, ...] = ()
     limit: int | None = None
     retry_failed: bool = False
     workers: int = 1
@@ -38,9 +40,10 @@ class RunOptions:
 
 
 class Pipeline:
-    """Walks the pending sites. `services` gives .supabase, .cloudpanel, .matomo and .served_certificate(domain)."""
+    """Walks the pending sites. `services` gives .supabase, .cloudpanel, .matomo, .dns, and this server's
+    .server_name and .server_addresses (None and empty on a single server)."""
 
-    def __init__(self, services, options, stop_event=None):
+    def __init__(self, services: "Services", options: RunOptions, stop_event: threading.Event | None = None):
         self.services = services
         self.options = options
         self.stop_event = stop_event or threading.Event()
@@ -51,8 +54,9 @@ class Pipeline:
 
     # -- the run ---------------------------------------------------------------------------------------------
 
-    def run(self):
-        """Process every selected pending site; return their RunOutcomes, in the order the sites were read."""
+    def run(self) -> RunOutcomes:
+        """Process every selected pending site, then the Matomo backfill; return the outcomes in the order the
+        sites were read. No exception of the project's own leaves: a failure that stops the run is in `aborted`."""
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
@@ -117,24 +121,27 @@ class Pipeline:
             logger.exception("Adding missing Matomo sites stopped on an unexpected error")
 
     def _backfill_row(self, row):
+        """One live row without analytics: claimed when unassigned, its Matomo site looked up or made, its id
+        written. A dry run goes through the same steps, each skipping its own side effect."""
+        dry_run = self.options.dry_run
         try:
             domain = normalise_domain(row.get("domain"))
         except InvalidDomainError:
             return None  # a live row with a name that cannot be served: not this job's to repair
         with site_context(domain):
-            if self.options.dry_run:
-                found = self.services.matomo.find_site(domain)
-                plan = f"Matomo site {found} exists, would write its id" if found else "would create a Matomo site"
-                logger.info("Live without Matomo: %s (dry run: nothing changed)", plan)
-                return SiteOutcome(row.get("id"), domain, "would add Matomo", matomo_id=found, warning=plan)
             if row.get("hosting_server") is None and self.services.server_name is not None:
-                if not self.services.supabase.claim(row["id"], "active", matomo_id=None):
+                if not self.services.supabase.claim(row["id"], "active", matomo_id=None, dry_run=dry_run):
                     return None  # another server repairs it
-            matomo_id = self.services.matomo.create_tracking_site(domain)
-            if not self.services.supabase.record_matomo_id(row["id"], matomo_id):
+            matomo_id = self.services.matomo.create_tracking_site(domain, dry_run=dry_run)
+            if not self.services.supabase.record_matomo_id(row["id"], matomo_id, dry_run=dry_run):
                 logger.warning("Row %s was changed by someone else; its Matomo site %d is not recorded", row["id"],
                                matomo_id)
                 return SiteOutcome(row.get("id"), domain, "changed meanwhile", matomo_id=matomo_id)
+            if dry_run:
+                plan = (f"Matomo site {matomo_id} exists, would write its id" if matomo_id
+                        else "would create a Matomo site")
+                logger.info("Live without Matomo: %s (dry run: nothing changed)", plan)
+                return SiteOutcome(row.get("id"), domain, "would add Matomo", matomo_id=matomo_id, warning=plan)
             logger.info("Matomo site %d added to the live site", matomo_id)
             return SiteOutcome(row.get("id"), domain, MATOMO_ADDED_LATER, matomo_id=matomo_id)
 
@@ -179,8 +186,6 @@ class Pipeline:
 
     def _process_row_in_turn(self, row):
         try:
-            if self.options.dry_run:
-                return self.plan_site(row)
             return self.process_site(row)
         except RunInterrupted:
             with site_context(_shown_domain(row)):
@@ -198,7 +203,15 @@ class Pipeline:
 
     # -- one site, step by step ----------------------------------------------------------------------------
 
-    def process_site(self, row):
+    def process_site(self, row: dict) -> SiteOutcome:
+        """The steps of one site, in order: validate, DNS, claim, CloudPanel site, certificate, Matomo, record.
+        A dry run goes through the same steps: each side effect is skipped where it is made, and says so.
+
+        Raises:
+            RunInterrupted: a signal asked the run to stop between two steps.
+            SetupError: a setting every site would meet is wrong; the run stops.
+        """
+        dry_run = self.options.dry_run
         try:
             domain = normalise_domain(row.get("domain"))
         except InvalidDomainError as err:
@@ -211,7 +224,7 @@ class Pipeline:
                 return not_ours
             logger.info("Setting up hosting")
             try:
-                site = self.services.cloudpanel.create_static_site(domain)
+                site = self.services.cloudpanel.create_static_site(domain, dry_run=dry_run)
             except SetupError:
                 raise
             except CloudPanelError as err:
@@ -220,29 +233,33 @@ class Pipeline:
                     return self._postpone(row, domain, f"CloudPanel: {err}")
                 logger.error("CloudPanel: %s", err)
                 return self._record(row, domain, FAILED, error=f"CloudPanel: {err}")
-            doc_root = site.doc_root
             self._stop_point()
             try:
-                self.services.cloudpanel.provision_ssl(domain, new_site=site.created)
+                certificate_requested = self.services.cloudpanel.provision_ssl(domain, new_site=site.created,
+                                                                               dry_run=dry_run)
             except SetupError:
                 raise
             except (CertificateError, CloudPanelError) as err:
                 if err.transient:
                     self._stop_point()
-                    return self._postpone(row, domain, f"SSL: {err}", doc_root)
+                    return self._postpone(row, domain, f"SSL: {err}", site.doc_root)
                 logger.critical("SSL: %s", err)
-                return self._record(row, domain, FAILED, doc_root=doc_root, error=f"SSL: {err}")
+                return self._record(row, domain, FAILED, doc_root=site.doc_root, error=f"SSL: {err}")
             self._stop_point()
             warning = None
             try:
-                matomo_id = self.services.matomo.create_tracking_site(domain)
+                matomo_id = self.services.matomo.create_tracking_site(domain, dry_run=dry_run)
             except MatomoError as err:
                 self.matomo_failed = True
                 warning = f"Matomo: {err}"
                 logger.warning("%s; the site goes live without tracking", warning)
                 matomo_id = None
             self._stop_point()
-            return self._record(row, domain, ACTIVE, doc_root=doc_root, matomo_id=matomo_id, warning=warning)
+            plan = None
+            if dry_run:
+                plan = _plan(row, self.services.server_name, site, certificate_requested, matomo_id, warning)
+            return self._record(row, domain, ACTIVE, doc_root=site.doc_root, matomo_id=matomo_id, warning=warning,
+                                plan=plan)
 
     def _not_this_servers(self, row, domain):
         """None when this server is to build the site: DNS names it (when SERVER_ADDRESSES is set) and the row is
@@ -260,9 +277,10 @@ class Pipeline:
             return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS, warning=left)
         waiting = f"waiting for DNS: {elsewhere}"
         logger.info("%s; the row stays %s", waiting, row.get("status_hosting"))
-        if not self.options.dry_run and row.get("error_message") != waiting:
+        if row.get("error_message") != waiting:
             try:
-                self.services.supabase.note(row["id"], waiting, read_status=row.get("status_hosting") or "pending")
+                self.services.supabase.note(row["id"], waiting, read_status=row.get("status_hosting") or "pending",
+                                            dry_run=self.options.dry_run)
             except SetupError:
                 raise
             except ServiceError as err:
@@ -298,69 +316,24 @@ class Pipeline:
                 return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
                                    warning=f"row {elsewhere.get('id')} of the same site is assigned to "
                                            f"{elsewhere.get('hosting_server')}")
-            if self.options.dry_run:
-                if row.get("hosting_server") is None:
-                    logger.info("Would claim this row for %s (dry run: nothing changed)", name)
-                return self._duplicate_of_live(row, domain, others)
             if row.get("hosting_server") is None:
-                if not self.services.supabase.claim(row["id"], read_status):
+                if not self.services.supabase.claim(row["id"], read_status, dry_run=self.options.dry_run):
                     owner = self.services.supabase.assigned_server(row["id"])
                     logger.info("Claimed by %s first; left to it", owner or "another server")
                     return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
                                        warning=f"assigned to {owner}" if owner else None)
-                logger.info("Claimed for %s", name)
         except SetupError:
             raise
         except ServiceError as err:
             return self._postpone(row, domain, f"could not claim the row: {err}")
-        return self._duplicate_of_live(row, domain, others)
-
-    def _duplicate_of_live(self, row, domain, others):
-        """A row for a site another row already set up (in an earlier run): failed, naming that row."""
         live = next((other for other in others if other.get("status_hosting") == ACTIVE), None)
         return None if live is None else self._fail_as_duplicate(row, domain, live.get("id"))
 
     def _fail_as_duplicate(self, row, domain, owner):
+        """A row for a site another row set up, in this run or an earlier one: failed, naming that row."""
         reason = f"duplicate: row {owner} is the same site ({domain}) and is set up instead of this one"
         logger.error("Row %s: %s", row.get("id"), reason)
-        if self.options.dry_run:
-            return SiteOutcome(row.get("id"), domain, "would fail", error=reason)
         return self._record(row, domain, FAILED, error=reason)
-
-    def plan_site(self, row):
-        """--dry-run: say what would be done, asking the services only read-only questions."""
-        try:
-            domain = normalise_domain(row.get("domain"))
-        except InvalidDomainError as err:
-            logger.error("Site %s: invalid domain: %s (dry run: nothing changed)", row.get("id"), err)
-            return SiteOutcome(row.get("id"), _shown_domain(row), "would fail", error=f"invalid domain: {err}")
-        with site_context(domain):
-            not_ours = self._not_this_servers(row, domain)
-            if not_ours is not None:
-                return not_ours
-            plan = ["would claim the row"] if row.get("hosting_server") is None and self.services.server_name else []
-            try:
-                site_user = self.services.cloudpanel.existing_site_user(domain)
-            except CloudPanelError as err:
-                site_user, plan = None, [f"CloudPanel lookup failed: {err}"]
-            if site_user:
-                plan.append(f"CloudPanel site exists (site user {site_user})")
-            else:
-                site_user = site_user_for(domain)
-                plan.append(f"would create CloudPanel site user {site_user}")
-            doc_root = document_root(site_user, domain)
-            served = self.services.served_certificate(domain)
-            plan.append("certificate served already, no request" if served.valid else "would request a certificate")
-            try:
-                matomo_id = self.services.matomo.find_site(domain)
-            except MatomoError as err:
-                matomo_id = None
-                plan.append(f"Matomo lookup failed: {err}")
-            else:
-                plan.append(f"Matomo site {matomo_id} exists" if matomo_id else "would create a Matomo site")
-            logger.info("Would set up %s: %s (dry run: nothing changed)", doc_root, "; ".join(plan))
-            return SiteOutcome(row.get("id"), domain, "would set up", doc_root=doc_root, matomo_id=matomo_id,
-                               warning="; ".join(plan))
 
     def _postpone(self, row, domain, reason, doc_root=None):
         """A service still unreachable after every retry says nothing about the site: leave the row as read, so
@@ -372,12 +345,14 @@ class Pipeline:
         if self.stop_event.is_set():
             raise RunInterrupted()
 
-    def _record(self, row, domain, status, doc_root=None, matomo_id=None, error=None, warning=None):
-        """Write the outcome with a conditional update; a failed write leaves the row as read, for the next run."""
+    def _record(self, row, domain, status, doc_root=None, matomo_id=None, error=None, warning=None, plan=None):
+        """Write the outcome with a conditional update; a failed write leaves the row as read, for the next run.
+        In a dry run the outcome says what would be, and `plan` what each step found or would do."""
+        dry_run = self.options.dry_run
         try:
             written = self.services.supabase.update_site_hosting_status(
                 row["id"], status, doc_root=doc_root, matomo_id=matomo_id, error_message=error,
-                read_status=row.get("status_hosting") or "pending")
+                read_status=row.get("status_hosting") or "pending", dry_run=dry_run)
         except SetupError:
             raise
         except ServiceError as err:
@@ -388,6 +363,11 @@ class Pipeline:
         if not written:
             logger.warning("Row %s was changed by someone else during the run; left untouched", row["id"])
             return SiteOutcome(row["id"], domain, "changed meanwhile", doc_root, matomo_id, error, warning)
+        if dry_run and status == ACTIVE:
+            logger.info("Would set up %s: %s (dry run: nothing changed)", doc_root, plan)
+            return SiteOutcome(row["id"], domain, "would set up", doc_root, matomo_id, warning=plan)
+        if dry_run:
+            return SiteOutcome(row["id"], domain, "would fail", doc_root, matomo_id, error)
         if status == ACTIVE:
             logger.info("Site is live: %s%s", doc_root, f", Matomo idSite {matomo_id}" if matomo_id else ", no Matomo")
         return SiteOutcome(row["id"], domain, status, doc_root, matomo_id, error, warning)
@@ -421,6 +401,16 @@ class _Slots:
         with self._changed:
             while self.taken:
                 self._changed.wait(0.2)
+
+
+def _plan(row, server_name, site, certificate_requested, matomo_id, matomo_warning):
+    """What a dry run found at each step of a site it would set up, as the report shows it."""
+    plan = ["would claim the row"] if row.get("hosting_server") is None and server_name else []
+    plan.append(f"would create CloudPanel site user {site.site_user}" if site.created
+                else f"CloudPanel site exists (site user {site.site_user})")
+    plan.append("would request a certificate" if certificate_requested else "certificate served already, no request")
+    plan.append(matomo_warning or (f"Matomo site {matomo_id} exists" if matomo_id else "would create a Matomo site"))
+    return "; ".join(plan)
 
 
 def _is_host_name(text):

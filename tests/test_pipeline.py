@@ -16,8 +16,7 @@ from hosting_automator.errors import (
 )
 from hosting_automator.pipeline import Pipeline, RunOptions
 from hosting_automator.report import RunOutcomes
-from hosting_automator.services.cloudpanel_client import StaticSite
-from hosting_automator.services.served_certificate import ServedCertificate
+from hosting_automator.services.cloudpanel_client import StaticSite, document_root, site_user_for
 
 
 class MemorySupabase:
@@ -42,8 +41,10 @@ class MemorySupabase:
     server_name = None
     claims_lost_to = None  # another server's name: every claim loses to it
 
-    def claim(self, site_id, read_status="pending"):
+    def claim(self, site_id, read_status="pending", *, dry_run=False, **still):
         row = self.rows[site_id]
+        if dry_run:
+            return True
         if self.claims_lost_to:
             row["hosting_server"] = self.claims_lost_to
         if row.get("hosting_server") is not None or row["status_hosting"] != read_status:
@@ -51,7 +52,9 @@ class MemorySupabase:
         row["hosting_server"] = self.server_name
         return True
 
-    def note(self, site_id, error_message, read_status="pending"):
+    def note(self, site_id, error_message, read_status="pending", dry_run=False):
+        if dry_run:
+            return True
         self.updates.append(site_id)
         self.rows[site_id]["error_message"] = error_message
         return True
@@ -65,8 +68,23 @@ class MemorySupabase:
                 if row["domain"].lower().rstrip(".") == domain and row["id"] != site_id
                 and row["status_hosting"] in ("pending", "active")]
 
+    def fetch_active_without_matomo(self):
+        for row_id in sorted(self.rows):
+            row = self.rows[row_id]
+            if row["status_hosting"] == "active" and row["matomo_id"] is None:
+                yield dict(row)
+
+    def record_matomo_id(self, site_id, matomo_id, dry_run=False):
+        if dry_run:
+            return True
+        self.updates.append(site_id)
+        self.rows[site_id]["matomo_id"] = matomo_id
+        return True
+
     def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
-                                   read_status="pending"):
+                                   read_status="pending", dry_run=False):
+        if dry_run:
+            return True
         self.updates.append(site_id)
         if self.fail_update:
             raise self.fail_update
@@ -88,18 +106,25 @@ class MemoryCloudPanel:
     def existing_site_user(self, domain):
         return self.sites.get(domain)
 
-    def create_static_site(self, domain):
+    def create_static_site(self, domain, dry_run=False):
         if domain in self.fail_site:
             raise CloudPanelError(self.fail_site[domain])
-        created = domain not in self.sites
-        self.sites.setdefault(domain, "user-" + domain.split(".")[0])
-        return StaticSite(f"/home/{self.sites[domain]}/htdocs/{domain}", created)
+        if domain in self.sites:
+            return StaticSite(document_root(self.sites[domain], domain), created=False)
+        if dry_run:  # the site user the real client would derive
+            return StaticSite(document_root(site_user_for(domain), domain), created=True)
+        self.sites[domain] = "user-" + domain.split(".")[0]
+        return StaticSite(document_root(self.sites[domain], domain), created=True)
 
-    def provision_ssl(self, domain, new_site=False):
+    def provision_ssl(self, domain, new_site=False, dry_run=False):
         self.certificate_calls.append((domain, new_site))
         if domain in self.fail_certificate:
             raise CertificateError(self.fail_certificate[domain])
-        self.certificates.append(domain)
+        if not new_site and domain in self.served:
+            return False
+        if not dry_run:
+            self.certificates.append(domain)
+        return True
 
 
 class MemoryMatomo:
@@ -110,9 +135,11 @@ class MemoryMatomo:
     def find_site(self, domain):
         return self.sites.get(domain)
 
-    def create_tracking_site(self, domain):
+    def create_tracking_site(self, domain, dry_run=False):
         if domain in self.fail:
             raise MatomoError(self.fail[domain])
+        if dry_run:
+            return self.sites.get(domain)
         return self.sites.setdefault(domain, len(self.sites) + 1)
 
 
@@ -122,16 +149,10 @@ class MemoryServices:
         self.cloudpanel = MemoryCloudPanel()
         self.matomo = MemoryMatomo()
         self.retry = retry
-        self.served = set()
-        self.probes = []
+        self.served = self.cloudpanel.served = set()  # names whose certificate the server serves already
         self.server_name = None  # one server: no claims
         self.server_addresses = ()
         self.dns = None
-
-    def served_certificate(self, domain):
-        self.probes.append(domain)
-        served = domain in self.served or domain in self.cloudpanel.certificates
-        return ServedCertificate(served, "served" if served else "none served")
 
 
 def row(site_id, domain, status_dns="active", status_hosting="pending"):
@@ -226,9 +247,9 @@ def test_final_write_failing_leaves_the_row_as_read_and_counts_as_failure(servic
 def test_row_changed_meanwhile_is_left_alone_with_a_warning(services, caplog):
     original = services.cloudpanel.create_static_site
 
-    def someone_else_takes_it(domain):
+    def someone_else_takes_it(domain, dry_run=False):
         services.supabase.rows[1]["status_hosting"] = "active"
-        return original(domain)
+        return original(domain, dry_run)
 
     services.cloudpanel.create_static_site = someone_else_takes_it
     _, outcomes = run(services)
@@ -303,9 +324,9 @@ def test_stop_requested_mid_site_abandons_it_without_writing(retry):
     stop = threading.Event()
     original = services.cloudpanel.create_static_site
 
-    def signal_arrives(domain):
+    def signal_arrives(domain, dry_run=False):
         stop.set()
-        return original(domain)
+        return original(domain, dry_run)
 
     services.cloudpanel.create_static_site = signal_arrives
     outcomes = list(Pipeline(services, RunOptions(), stop).run())
@@ -317,7 +338,7 @@ def test_stop_requested_mid_site_abandons_it_without_writing(retry):
 def test_unexpected_error_in_one_site_does_not_stop_the_others(retry, caplog):
     services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
     original = services.cloudpanel.create_static_site
-    services.cloudpanel.create_static_site = lambda d: 1 / 0 if d == "a.example" else original(d)
+    services.cloudpanel.create_static_site = lambda d, dry_run: 1 / 0 if d == "a.example" else original(d, dry_run)
     _, outcomes = run(services)
     assert outcomes[0].outcome == "not recorded" and outcomes[0].error == "internal error: ZeroDivisionError: division by zero"
     assert services.supabase.rows[2]["status_hosting"] == "active"
@@ -340,7 +361,7 @@ def test_workers_give_the_same_outcomes_as_one_worker(retry):
 
 def test_service_unreachable_after_every_retry_leaves_the_row_pending_for_the_next_run(retry, caplog):
     services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
-    services.cloudpanel.create_static_site = lambda d: (_ for _ in ()).throw(
+    services.cloudpanel.create_static_site = lambda d, dry_run: (_ for _ in ()).throw(
         CloudPanelError("gateway: add the static site: cannot connect (refused)", transient=True))
     pipeline, outcomes = run(services)
     assert [services.supabase.rows[n]["status_hosting"] for n in (1, 2)] == ["pending", "pending"]
@@ -351,7 +372,7 @@ def test_service_unreachable_after_every_retry_leaves_the_row_pending_for_the_ne
 
 
 def test_certificate_service_unreachable_leaves_the_row_pending_with_the_site_kept(services):
-    services.cloudpanel.provision_ssl = lambda d, new_site: (_ for _ in ()).throw(
+    services.cloudpanel.provision_ssl = lambda d, new_site, dry_run: (_ for _ in ()).throw(
         CertificateError("gateway: install the certificate: HTTP 503", transient=True))
     _, outcomes = run(services)
     assert services.supabase.rows[1]["status_hosting"] == "pending"
@@ -518,3 +539,72 @@ def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
 
     assert (services.supabase.rows[1]["hosting_server"], services.supabase.rows[1]["status_hosting"]) == (
         "web-1", "failed")
+
+
+# --- a dry run is the run, with each side effect skipped where it is made -------------------------------------
+
+READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_rows_of_site"),
+             ("supabase", "assigned_server"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses")}
+
+
+class Recorded:
+    """A service whose every method call is noted in `calls` as (service, method, the dry_run it was given)."""
+
+    def __init__(self, name, service, calls):
+        self._name, self._service, self._calls = name, service, calls
+
+    def __getattr__(self, attribute):
+        value = getattr(self._service, attribute)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            self._calls.append((self._name, attribute, kwargs.get("dry_run")))
+            return value(*args, **kwargs)
+        return call
+
+
+def every_kind_of_row(retry):
+    """One row for each path through the steps: built from nothing, found built, waiting for DNS, duplicate,
+    invalid, unassigned to claim, and a live site without Matomo for the backfill."""
+    rows = [row(1, "new.example"), row(2, "old.example"), row(3, "moved.example"), row(4, "NEW.example."),
+            row(5, "bad domain"), row(6, "live.example", status_hosting="active")]
+    for assigned in (2, 3, 6):
+        rows[assigned - 1]["hosting_server"] = "web-1"
+    services = fleet_member(rows, retry, records={"new.example": ["198.51.100.7"], "old.example": ["198.51.100.7"],
+                                                  "moved.example": ["203.0.113.9"], "live.example": ["198.51.100.7"]})
+    services.cloudpanel.sites["old.example"] = "olduser"
+    services.served.add("old.example")
+    services.matomo.sites["old.example"] = 9
+    calls = []
+    for name in ("supabase", "cloudpanel", "matomo", "dns"):
+        setattr(services, name, Recorded(name, getattr(services, name), calls))
+    return services, calls
+
+
+def state(services):
+    return (repr(services.supabase.rows), repr(services.cloudpanel.sites), services.cloudpanel.certificates,
+            repr(services.matomo.sites))
+
+
+def test_a_dry_run_takes_every_step_the_run_takes_and_each_change_is_told_it_is_one(retry):
+    """A step added to the run is in the dry run too, since both go through the same code; the dry run is safe as
+    long as every call that may change something is told it is a dry run."""
+    real, real_calls = every_kind_of_row(retry)
+    run(real, matomo_backfill=5)
+    dry, dry_calls = every_kind_of_row(retry)
+    before = state(dry)
+
+    _, outcomes = run(dry, dry_run=True, matomo_backfill=5)
+
+    assert [call[:2] for call in dry_calls] == [call[:2] for call in real_calls]
+    assert {call[:2] for call in real_calls} >= {("supabase", "claim"), ("supabase", "note"),
+                                                 ("cloudpanel", "create_static_site"), ("cloudpanel", "provision_ssl"),
+                                                 ("matomo", "create_tracking_site"),
+                                                 ("supabase", "update_site_hosting_status"),
+                                                 ("supabase", "record_matomo_id")}
+    told = [call for call in dry_calls if call[:2] not in READ_ONLY]
+    assert told and all(given is True for _, _, given in told), told
+    assert state(dry) == before
+    assert [o.outcome for o in outcomes] == ["would set up", "would set up", "waiting for DNS", "would fail",
+                                             "would fail", "would add Matomo"]

@@ -1,5 +1,4 @@
-"""CloudPanel: static sites and Let's Encrypt certificates, through local `clpctl` (the supported interface)
-or a clpctl HTTP gateway. Both speak clpctl's messages, so both share how those messages are read."""
+"""CloudPanel: static sites and Let's Encrypt certificates, through local `clpctl` or a clpctl HTTP gateway."""
 
 import errno
 import hashlib
@@ -13,12 +12,19 @@ import sqlite3
 import string
 import subprocess
 import threading
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from hosting_automator.core.http import body_excerpt, header_retry_after, retry_after_seconds, send
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError
+
+if TYPE_CHECKING:
+    import requests
+
+    from hosting_automator.core.retry import RetryPolicy
+    from hosting_automator.services.served_certificate import ServedCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ DOMAIN_EXISTS = "domainName: This value already exists"
 SITE_USER_EXISTS = "siteUser: This value already exists"
 
 
-def site_user_for(domain):
+def site_user_for(domain: str) -> str:
     """The CloudPanel site user of `domain`: readable, always the same for one domain, never shared by two.
 
     CloudPanel wants ^[a-z][-a-z0-9_]+$ and 3 to 32 characters: up to 19 characters of the name, then 12 hex
@@ -50,21 +56,25 @@ def site_user_for(domain):
 
 class StaticSite(NamedTuple):
     doc_root: str
-    created: bool  # by this call: a site made a moment ago cannot serve a certificate yet
+    created: bool  # by this call (in a dry run: would be): a site made a moment ago cannot serve a certificate yet
+
+    @property
+    def site_user(self) -> str:
+        return self.doc_root.split("/")[2]  # document_root() puts it there
 
 
-def document_root(site_user, domain):
+def document_root(site_user: str, domain: str) -> str:
     return f"/home/{site_user}/htdocs/{domain}"
 
 
-def new_password():
+def new_password() -> str:
     """A throwaway password CloudPanel requires; it goes only to clpctl and is masked everywhere else."""
     password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
     secret_values.add_generated(password)
     return password
 
 
-def clpctl_reason(output, exit_code=None):
+def clpctl_reason(output: str | None, exit_code: int | None = None) -> str:
     """The part of clpctl's output that says what went wrong, on one line."""
     lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
     lines = [line for line in lines if not set(line) <= set("-=[]! ")]  # Symfony's boxes around messages
@@ -79,37 +89,48 @@ class CloudPanelClient:
     """What both transports share: look up, derive the site user, create, read clpctl's answer, and try each
     operation again as a whole (look up, then create) while it fails transiently."""
 
-    def __init__(self, *, retry, served_certificate, concurrency=1):
+    def __init__(self, *, retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"],
+                 concurrency: int = 1):
         self.retry = retry  # a core.retry.RetryPolicy
         self.served_certificate = served_certificate  # domain -> ServedCertificate, what the server serves now
         self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
 
     where_site_users_are_read = "here"
 
-    def existing_site_user(self, domain):
-        """The site user of `domain` when CloudPanel can tell us, else None."""
+    def existing_site_user(self, domain: str) -> str | None:
+        """The site user of `domain` when CloudPanel can tell us, else None.
+
+        Raises:
+            CloudPanelError: CloudPanel's own record of its sites cannot be read (`transient` while it is locked).
+        """
         return None
 
-    def create_static_site(self, domain):
-        """Make sure a static site for `domain` exists; return its document root and whether this call made it.
+    def create_static_site(self, domain: str, dry_run: bool = False) -> StaticSite:
+        """Make sure a static site for `domain` exists; return it, and whether this call made it. Every attempt
+        looks the site up first, and "already exists" counts as made.
 
-        Raises CloudPanelError. Every attempt looks the site up first, and "already exists" counts as made."""
-        return self.retry.call(lambda: self._find_or_add_site(domain), "CloudPanel", service="CloudPanel")
+        Raises:
+            CloudPanelError: the site could not be looked up or made (`transient` when worth another run).
+            CloudPanelSetupError: the gateway refused the token or has no such route; every site would fail.
+        """
+        return self.retry.call(lambda: self._find_or_add_site(domain, dry_run), "CloudPanel", service="CloudPanel")
 
-    def _find_or_add_site(self, domain):
+    def _find_or_add_site(self, domain, dry_run):
         with self._slots:
             site_user = self.existing_site_user(domain)
             if site_user:
                 logger.info("CloudPanel site exists already (site user %s)", site_user)
                 return StaticSite(document_root(site_user, domain), created=False)
             site_user = site_user_for(domain)
+            if dry_run:
+                logger.info("Would create CloudPanel site user %s (dry run: nothing changed)", site_user)
+                return StaticSite(document_root(site_user, domain), created=True)
             password = new_password()
             try:
                 self._add_static_site(domain, site_user, password)
             except CloudPanelError as err:
                 if DOMAIN_EXISTS in str(err):
-                    return StaticSite(self._document_root_of_existing(domain, site_user, SITE_USER_EXISTS in str(err)),
-                                      created=False)
+                    return self._existing_site(domain, site_user, SITE_USER_EXISTS in str(err))
                 if SITE_USER_EXISTS in str(err):
                     raise CloudPanelError(
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
@@ -118,30 +139,37 @@ class CloudPanelClient:
             logger.info("CloudPanel site created (site user %s)", site_user)
             return StaticSite(document_root(site_user, domain), created=True)
 
-    def _document_root_of_existing(self, domain, derived_user, derived_user_exists):
-        """The document root of a site that exists already. Only a value read or known is returned, never a guess:
-        when CloudPanel's database cannot tell, a site this job made is known by its derived site user, which
-        exists too (clpctl's validation names both); a site made by hand under another user fails the row."""
+    def _existing_site(self, domain, derived_user, derived_user_exists):
+        """A site that exists already. Only a site user read or known is returned, never a guess: when CloudPanel's
+        database cannot tell, a site this job made is known by its derived site user, which exists too (clpctl's
+        validation names both); a site made by hand under another user fails the row."""
         site_user = self.existing_site_user(domain)
         if site_user:
             logger.info("CloudPanel site exists already (site user %s)", site_user)
-            return document_root(site_user, domain)
+            return StaticSite(document_root(site_user, domain), created=False)
         if derived_user_exists:
             logger.info("CloudPanel site exists already, made by this job (its site user %s exists too)",
                         derived_user)
-            return document_root(derived_user, domain)
+            return StaticSite(document_root(derived_user, domain), created=False)
         raise CloudPanelError(
             f"{domain} exists in CloudPanel under a site user this job did not make, and its document root cannot "
             f"be read {self.where_site_users_are_read}: write the row's doc_root (/home/<site user>/htdocs/{domain}) "
             "and set status_hosting to active by hand, or delete the site in CloudPanel and set the row to pending")
 
-    def provision_ssl(self, domain, new_site=False):
+    def provision_ssl(self, domain: str, new_site: bool = False, dry_run: bool = False) -> bool:
         """Install a Let's Encrypt certificate (it covers the name and its www./apex twin) unless a valid one is
-        served already: Let's Encrypt allows five certificates per set of names a week.
+        served already: Let's Encrypt allows five certificates per set of names a week. True when one was
+        requested (in a dry run: would be).
 
-        Raises CertificateError or CloudPanelError. Every attempt looks at the served certificate first, since a
-        request that timed out may still have installed one; a site made a moment ago (`new_site`) cannot serve one
-        yet, so its first attempt does not look."""
+        Every attempt looks at the served certificate first, since a request that timed out may still have
+        installed one; a site made a moment ago (`new_site`) cannot serve one yet, so its first attempt does not
+        look.
+
+        Raises:
+            CertificateError: clpctl could not install the certificate (`transient` when worth another run).
+            CloudPanelError: clpctl or the gateway could not be run or reached.
+            CloudPanelSetupError: the gateway refused the token or has no such route; every site would fail.
+        """
         look = not new_site
 
         def attempt():
@@ -150,20 +178,29 @@ class CloudPanelClient:
                 served = self.served_certificate(domain)
                 if served.valid:
                     logger.info("SSL: %s; not requesting another", served.reason)
-                    return
+                    return False
                 reason = served.reason
             else:
                 reason = "the site was just created"
             look = True
+            if dry_run:
+                logger.info("SSL: would request a Let's Encrypt certificate (%s) (dry run: nothing changed)", reason)
+                return True
             logger.info("SSL: requesting a Let's Encrypt certificate (%s)", reason)
             with self._slots:
                 self._install_certificate(domain)
             logger.info("Let's Encrypt certificate installed")
+            return True
 
-        self.retry.call(attempt, "SSL", service="CloudPanel")
+        return self.retry.call(attempt, "SSL", service="CloudPanel")
 
-    def check(self):
-        """Read-only: return a line saying the transport works, or raise CloudPanelError saying why not."""
+    def check(self) -> str:
+        """Read-only: a line saying the transport works.
+
+        Raises:
+            CloudPanelError: it does not, and why.
+            CloudPanelSetupError: the gateway refused the token or has no such route.
+        """
         raise NotImplementedError
 
     def _add_static_site(self, domain, site_user, password):
@@ -178,14 +215,20 @@ class ClpctlClient(CloudPanelClient):
 
     where_site_users_are_read = "in CloudPanel's database (CLOUDPANEL_DB_PATH, read as root)"
 
-    def __init__(self, clpctl="clpctl", db_path=None, concurrency=1, lock_fd=None, *, retry, served_certificate):
+    def __init__(self, clpctl: str = "clpctl", db_path: str | None = None, concurrency: int = 1,
+                 lock_fd: int | None = None, *, retry: "RetryPolicy",
+                 served_certificate: Callable[[str], "ServedCertificate"]):
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         self.clpctl = clpctl
         self.db_path = db_path
         self.lock_fd = lock_fd  # handed to every clpctl: the run lock lasts as long as the last clpctl does
 
-    def existing_site_user(self, domain):
-        """Read CloudPanel's own database, read-only, the way CloudPanel's scripts do."""
+    def existing_site_user(self, domain: str) -> str | None:
+        """Read CloudPanel's own database, read-only, the way CloudPanel's scripts do.
+
+        Raises:
+            CloudPanelError: the database cannot be read (`transient` while CloudPanel keeps it locked).
+        """
         if not self.db_path or not os.path.exists(self.db_path):
             return None
         try:
@@ -215,7 +258,7 @@ class ClpctlClient(CloudPanelClient):
         self._run(["lets-encrypt:install:certificate", f"--domainName={domain}"],
                   CERTIFICATE_COMMAND_TIMEOUT, CERTIFICATE_INSTALLED, CertificateError)
 
-    def check(self):
+    def check(self) -> str:
         output = self._run(["--version"], 30, "", CloudPanelError)
         if os.geteuid() != 0:
             raise CloudPanelError(f"{clpctl_reason(output)} found, but this job runs as uid {os.geteuid()}, "
@@ -277,7 +320,8 @@ class GatewayClient(CloudPanelClient):
 
     where_site_users_are_read = "through the gateway"
 
-    def __init__(self, base_url, api_token, session, concurrency=1, *, retry, served_certificate):
+    def __init__(self, base_url: str, api_token: str, session: "requests.Session", concurrency: int = 1, *,
+                 retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"]):
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         base_url = base_url.rstrip("/")
         # the gateway's own README gives its base URL with /api; the routes below carry it already
@@ -294,7 +338,7 @@ class GatewayClient(CloudPanelClient):
         self._post("/api/letsencrypt/install-certificate", {"domainName": domain}, "install the certificate",
                    CERTIFICATE_INSTALLED, CertificateError)
 
-    def check(self):
+    def check(self) -> str:
         """Read-only: the gateway answers, accepts the key, and has its routes where CLOUDPANEL_API_URL says."""
         health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
         self._refuse_setup_errors(health, "health check")

@@ -2,10 +2,16 @@
 
 import html
 import logging
+from typing import TYPE_CHECKING
 
 from hosting_automator.core.http import body_excerpt, send
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import MatomoError
+
+if TYPE_CHECKING:
+    import requests
+
+    from hosting_automator.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -13,14 +19,15 @@ AUTH_FAILED = "Unable to authenticate"
 NEEDS_SUPERUSER = "superuser"
 
 
-def site_urls(domain):
+def site_urls(domain: str) -> list[str]:
     """The main URL first, then the www./apex twin, which the certificate covers too."""
     twin = domain[4:] if domain.startswith("www.") else f"www.{domain}"
     return [f"https://{domain}", f"https://{twin}"]
 
 
 class MatomoClient:
-    def __init__(self, api_url, token, session, retry, timezone=None, currency=None):
+    def __init__(self, api_url: str, token: str, session: "requests.Session", retry: "RetryPolicy",
+                 timezone: str | None = None, currency: str | None = None):
         self.api_url = api_url
         self.token = token
         self.session = session
@@ -28,8 +35,12 @@ class MatomoClient:
         self.timezone = timezone
         self.currency = currency
 
-    def find_site(self, domain):
-        """The idSite tracking https://{domain}, or None."""
+    def find_site(self, domain: str) -> int | None:
+        """The idSite tracking https://{domain}, or None.
+
+        Raises:
+            MatomoError: Matomo could not be reached, refused the token, or answered something that is not an id.
+        """
         answer = self._call("SitesManager.getSitesIdFromSiteUrl", {"url": f"https://{domain}"})
         if not isinstance(answer, list):
             raise MatomoError(f"getSitesIdFromSiteUrl answered {secret_values.excerpt(str(answer), 80)!r} where a list "
@@ -38,15 +49,23 @@ class MatomoClient:
             return None
         return _site_id(answer[0].get("idsite") if isinstance(answer[0], dict) else None, "getSitesIdFromSiteUrl")
 
-    def create_tracking_site(self, domain):
-        """The idSite of `domain`, creating the site when Matomo has none; every attempt looks it up first."""
-        return self.retry.call(lambda: self._find_or_add(domain), "Matomo", service="Matomo")
+    def create_tracking_site(self, domain: str, dry_run: bool = False) -> int | None:
+        """The idSite of `domain`, creating the site when Matomo has none; every attempt looks it up first. In a dry
+        run, None where a site would be created.
 
-    def _find_or_add(self, domain):
+        Raises:
+            MatomoError: Matomo could not be reached, refused the token, or answered something that is not an id.
+        """
+        return self.retry.call(lambda: self._find_or_add(domain, dry_run), "Matomo", service="Matomo")
+
+    def _find_or_add(self, domain, dry_run):
         site_id = self.find_site(domain)
         if site_id is not None:
             logger.info("Matomo site exists already (idSite %d)", site_id)
             return site_id
+        if dry_run:
+            logger.info("Would create a Matomo site (dry run: nothing changed)")
+            return None
         params = {"siteName": domain}
         for index, url in enumerate(site_urls(domain)):
             params[f"urls[{index}]"] = url
@@ -59,8 +78,12 @@ class MatomoClient:
         logger.info("Matomo site created (idSite %d)", site_id)
         return site_id
 
-    def check(self):
-        """Read-only: the token works and belongs to a super user (addSite needs one)."""
+    def check(self) -> str:
+        """Read-only: the token works and belongs to a super user (addSite needs one).
+
+        Raises:
+            MatomoError: it does not, and why.
+        """
         answer = self._call("UsersManager.hasSuperUserAccess", {})
         value = answer.get("value") if isinstance(answer, dict) else answer
         if value is not True:

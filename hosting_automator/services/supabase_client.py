@@ -1,9 +1,10 @@
-"""The `sites` table in Supabase through supabase-py: read the pending sites page by page, write each outcome with
-a conditional update."""
+"""The `sites` table in Supabase through supabase-py: pending rows read page by page, each write conditional."""
 
 import collections
 import logging
 import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 from postgrest.exceptions import APIError
@@ -12,6 +13,9 @@ from supabase import ClientOptions, create_client  # ClientOptions is supabase-p
 from hosting_automator.core.http import TRANSIENT_STATUSES, first_line, retry_after_seconds
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
+
+if TYPE_CHECKING:
+    from hosting_automator.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,13 @@ class SupabaseClient:
     run's timeout kept as given (supabase-py's own option truncates 0.5 s to 0), and supabase-py's retries off,
     since core/retry.py is the one retry policy."""
 
-    def __init__(self, url, service_key, table, timeout, retry, pool_size=1, server_name=None):
+    def __init__(self, url: str, service_key: str, table: str, timeout: float, retry: "RetryPolicy",
+                 pool_size: int = 1, server_name: str | None = None):
+        """The clients are built here, once a run reaches Supabase.
+
+        Raises:
+            SupabaseSetupError: httpx or supabase-py refused the URL, the CA bundle or a proxy variable.
+        """
         self.table_name = table
         self.server_name = server_name  # this server's rows: hosting_server = it, or null (unassigned)
         self.timeout = timeout
@@ -49,7 +59,7 @@ class SupabaseClient:
             raise SupabaseSetupError(f"Supabase: the client cannot be set up ({first_line(err)}); check SUPABASE_URL, "
                                      "SSL_CERT_FILE or SSL_CERT_DIR, and the proxy variables of the environment") from err
 
-    def close(self):
+    def close(self) -> None:
         self._http.close()
 
     def _remember_answer(self, response):
@@ -64,10 +74,15 @@ class SupabaseClient:
     def _table(self):
         return self._client.table(self.table_name)
 
-    def fetch_pending_hosting_sites(self, statuses=("pending",), page_size=PAGE_SIZE):
+    def fetch_pending_hosting_sites(self, statuses: tuple[str, ...] = ("pending",),
+                                    page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield the rows ready for hosting, in id order, one page in memory at a time.
 
         Keyset pagination (id > last id): rows leave the pending set while we work, so offsets would skip rows.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
         """
         last_id = None
         while True:
@@ -92,40 +107,60 @@ class SupabaseClient:
                                 "a text): check that SITES_TABLE's primary key is `id`")
         return rows
 
-    def update_site_hosting_status(self, site_id, status, doc_root=None, matomo_id=None, error_message=None,
-                                   read_status="pending"):
+    def update_site_hosting_status(self, site_id: int | str, status: str, doc_root: str | None = None,
+                                   matomo_id: int | None = None, error_message: str | None = None,
+                                   read_status: str = "pending", dry_run: bool = False) -> bool:
         """Write a site's outcome if its row is still as it was read (and still this server's); True when written.
+        False means someone changed the row meanwhile.
 
-        False means someone changed the row meanwhile. Raises SupabaseError, or SupabaseSetupError when the key
-        may read but not write."""
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         if error_message is not None:
             error_message = secret_values.excerpt(error_message, ERROR_MESSAGE_MAX)
         values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
                   "error_message": error_message}
         return self._conditional_update(site_id, values, self._as_read(read_status),
-                                        f"record the outcome of site {site_id}")
+                                        f"record the outcome of site {site_id}", dry_run)
 
-    def claim(self, site_id, read_status="pending", **still):
+    def claim(self, site_id: int | str, read_status: str = "pending", *, dry_run: bool = False, **still) -> bool:
         """Assign an unassigned row to this server while it is `read_status` (and its columns as `still` says);
         False when another server's claim came first.
 
-        Raises SupabaseError, or SupabaseSetupError when the key may read but not write."""
-        return self._conditional_update(site_id, {"hosting_server": self.server_name},
-                                        {"status_hosting": read_status, "hosting_server": None, **still},
-                                        f"claim site {site_id} for {self.server_name}")
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
+        claimed = self._conditional_update(site_id, {"hosting_server": self.server_name},
+                                           {"status_hosting": read_status, "hosting_server": None, **still},
+                                           f"claim site {site_id} for {self.server_name}", dry_run)
+        if claimed and not dry_run:
+            logger.info("Claimed for %s", self.server_name)
+        return claimed
 
-    def other_rows_of_site(self, domain, site_id):
+    def other_rows_of_site(self, domain: str, site_id: int | str) -> list[dict]:
         """Other pending or live rows for `domain` (as written, or with a final dot; letter case ignored), any
-        server's: one site is set up once, whatever the rows say."""
+        server's: one site is set up once, whatever the rows say.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         query = (self._table().select("id,hosting_server,status_hosting")
                  .or_(f"domain.ilike.{domain},domain.ilike.{domain}.")
                  .in_("status_hosting", ["pending", "active"]).neq("id", site_id).order("id").limit(5))
         return self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
                                f"look for other rows of {domain}", service="Supabase")
 
-    def fetch_active_without_matomo(self, page_size=PAGE_SIZE):
+    def fetch_active_without_matomo(self, page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield this server's live rows (and unassigned ones, built before servers were named) that have no
-        matomo_id, oldest first, one keyset-paged page in memory at a time."""
+        matomo_id, oldest first, one keyset-paged page in memory at a time.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         last_id = None
         while True:
             query = (self._table().select(SELECTED_COLUMNS).eq("status_hosting", "active").is_("matomo_id", "null"))
@@ -141,20 +176,35 @@ class SupabaseClient:
                 return
             last_id = page[-1]["id"]
 
-    def record_matomo_id(self, site_id, matomo_id):
+    def record_matomo_id(self, site_id: int | str, matomo_id: int | None, dry_run: bool = False) -> bool:
         """Write a live row's matomo_id while it is still live, without one, and this server's; nothing else of
-        the row changes. False when the row changed meanwhile."""
+        the row changes. False when the row changed meanwhile.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         conditions = {**self._as_read("active"), "matomo_id": None}
         return self._conditional_update(site_id, {"matomo_id": matomo_id}, conditions,
-                                        f"record the Matomo site of site {site_id}")
+                                        f"record the Matomo site of site {site_id}", dry_run)
 
-    def note(self, site_id, error_message, read_status="pending"):
-        """Say in the row why it waits (its status unchanged); False when the row changed meanwhile."""
+    def note(self, site_id: int | str, error_message: str, read_status: str = "pending",
+             dry_run: bool = False) -> bool:
+        """Say in the row why it waits (its status unchanged); False when the row changed meanwhile.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         return self._conditional_update(site_id, {"error_message": error_message}, self._as_read(read_status),
-                                        f"note why site {site_id} waits")
+                                        f"note why site {site_id} waits", dry_run)
 
-    def assigned_server(self, site_id):
-        """The server a row is assigned to now, or None."""
+    def assigned_server(self, site_id: int | str) -> str | None:
+        """The server a row is assigned to now, or None.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error.
+        """
         rows = self._execute(self._table().select("hosting_server").eq("id", site_id), f"re-read site {site_id}")
         return rows[0].get("hosting_server") if rows else None
 
@@ -164,13 +214,18 @@ class SupabaseClient:
             conditions["hosting_server"] = self.server_name
         return conditions
 
-    def _conditional_update(self, site_id, values, conditions, what):
-        """Write `values` to the row only while it matches `conditions` (None: is null); True when it was written.
+    def _conditional_update(self, site_id, values, conditions, what, dry_run=False):
+        """Write `values` to the row only while it matches `conditions` (None: is null); True when it was written
+        (in a dry run: would be; every write of a row comes here, so here is where a dry run writes nothing).
 
         When nothing matched, the row is read again: already as we meant to leave it, an earlier attempt landed
         but its answer was lost (True); still matching, the key may read but not write (row-level security), and
         every write of the run would fail the same way (SupabaseSetupError); otherwise someone changed it (False).
         """
+        if dry_run:
+            shown = ", ".join(f"{column}={value}" for column, value in values.items())
+            logger.info("Would %s: %s (dry run: nothing changed)", what, shown)
+            return True
         attempts = []
         columns = list(dict.fromkeys([*values, *conditions]))
 
@@ -196,8 +251,13 @@ class SupabaseClient:
 
         return self.retry.call(attempt, what, service="Supabase")
 
-    def pending_by_server(self, page_size=PAGE_SIZE):
-        """How many pending rows each server is assigned (None: unassigned), all servers' rows included."""
+    def pending_by_server(self, page_size: int = PAGE_SIZE) -> collections.Counter:
+        """How many pending rows each server is assigned (None: unassigned), all servers' rows included.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         counts = collections.Counter()
         last_id = None
         while True:
@@ -211,15 +271,25 @@ class SupabaseClient:
                 return counts
             last_id = page[-1]["id"]
 
-    def latest_active_domain(self):
-        """The domain of the live site read last, or None: --check verifies the certificate served for it."""
+    def latest_active_domain(self) -> str | None:
+        """The domain of the live site read last, or None: --check verifies the certificate served for it.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         rows = self.retry.call(lambda: self._execute(
             self._table().select("domain").eq("status_hosting", "active").order("id", desc=True).limit(1),
             "read a live site"), "read a live site", service="Supabase")
         return rows[0].get("domain") if rows and isinstance(rows[0], dict) else None
 
-    def check_table(self):
-        """Read at most one row of every column: raises SupabaseSetupError naming the fix when any is missing."""
+    def check_table(self) -> None:
+        """Read at most one row of every column, so that a missing one is named with its fix.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+        """
         self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
                         "read the table", service="Supabase")
 
