@@ -2,18 +2,19 @@
 
 import os
 import socket
+from collections.abc import Callable
 
-from hosting_automator.core.config import env_file_readable_by_others
+from hosting_automator.core.config import Settings, env_file_readable_by_others
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import HostingAutomatorError
 from hosting_automator.services import Services
 
 
-def run_checks(settings, services=None, out=print):
+def run_checks(settings: Settings, services: Services | None = None, out: Callable[[str], object] = print) -> int:
     try:
         services = services or Services(settings, RetryPolicy(attempts=1))
-    except HostingAutomatorError as err:  # a client refused its settings or the environment's proxy
+    except HostingAutomatorError as err:  # a client refused its settings, the environment's proxy, or DNS
         out(secret_values.mask(f"FAIL  clients: {err}"))
         out("0 passed, 1 failed")
         return 1

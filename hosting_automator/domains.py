@@ -15,8 +15,12 @@ _LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _FORBIDDEN_CHARACTERS = set(";|&$`()<>\\'\"!{}[]?#%@=+,^~")
 
 
-def normalise_domain(raw):
-    """Return the ASCII host name to serve for a row's `domain`, or raise InvalidDomainError saying why."""
+def normalise_domain(raw: object) -> str:
+    """Return the ASCII host name to serve for a row's `domain`.
+
+    Raises:
+        InvalidDomainError: when the value cannot be served as a host name; the message says why.
+    """
     if raw is None:
         raise InvalidDomainError("domain is empty (NULL)")
     if not isinstance(raw, str):

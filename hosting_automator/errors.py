@@ -1,5 +1,7 @@
 """The project's one exception family: each service client raises these, main turns them into outcomes."""
 
+from collections.abc import Iterable
+
 from hosting_automator.core.logging_setup import secret_values
 
 
@@ -10,7 +12,7 @@ class HostingAutomatorError(Exception):
 class ConfigurationError(HostingAutomatorError):
     """Settings are missing or malformed; the run cannot start (exit code 2)."""
 
-    def __init__(self, problems):
+    def __init__(self, problems: Iterable[str]) -> None:
         self.problems = list(problems)
         super().__init__(
             "Configuration problems:\n" + "\n".join(f"  - {problem}" for problem in self.problems)
@@ -30,7 +32,8 @@ class ServiceError(HostingAutomatorError):
     look-up may not see what the service is still making.
     """
 
-    def __init__(self, message, transient=False, retry_after=None, may_have_acted=False):
+    def __init__(self, message: str, transient: bool = False, retry_after: float | None = None,
+                 may_have_acted: bool = False) -> None:
         # what a service said goes into these messages: masked before anyone can log, print or store one
         super().__init__(secret_values.mask(message))
         self.transient = transient
@@ -61,6 +64,10 @@ class MatomoError(ServiceError):
 
 class DnsError(ServiceError):
     """No name server answered for a domain; the row is left as it is for the next run."""
+
+
+class DnsSetupError(DnsError, SetupError):
+    """This machine has no name server to ask, and DNS_RESOLVERS names none."""
 
 
 class SupabaseError(ServiceError):

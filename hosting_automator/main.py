@@ -6,12 +6,15 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from hosting_automator import report
 from hosting_automator.check import run_checks
-from hosting_automator.core.config import MAX_WORKERS, env_file_readable_by_others, load_settings, whole_number
+from hosting_automator.core.config import (MAX_WORKERS, Settings, env_file_readable_by_others, load_settings,
+                                          whole_number)
 from hosting_automator.core.lock import RunLock
-from hosting_automator.core.logging_setup import configure_logging, secret_values
+from hosting_automator.core.logging_setup import RecentLines, configure_logging, secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, HostingAutomatorError, RunInterrupted
 from hosting_automator.pipeline import Pipeline, RunOptions
@@ -27,11 +30,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse ends the process on a usage error by itself (exit 2); a tool that asked for --json still gets its
     document first. Whether it asked is read from the raw arguments, since none were parsed."""
 
-    def __init__(self, argv, **kwargs):
+    def __init__(self, argv: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.raw_arguments = list(argv)
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         if _named(self.raw_arguments, "--json", 3):
             _write_json([], message, EXIT_USAGE, _named(self.raw_arguments, "--dry-run", 4))
         super().error(message)
@@ -49,7 +52,7 @@ def _named(argv, option, shortest):
     return False
 
 
-def parse_arguments(argv):
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(
         sys.argv[1:] if argv is None else argv,
         prog="hosting-automator",
@@ -85,7 +88,7 @@ def _worker_count(text):
     return number
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     try:
         settings = load_settings(arguments.env_file)
@@ -117,7 +120,7 @@ def main(argv=None):
         return EXIT_FAILED
 
 
-def run(settings, arguments, recent_lines):
+def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentLines) -> int:
     dry_run = arguments.dry_run
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -203,7 +206,7 @@ def _stop_on_signals(stop):
     signal.signal(signal.SIGINT, on_signal)
 
 
-def console_script():
+def console_script() -> NoReturn:
     sys.exit(main())
 
 

@@ -1,9 +1,9 @@
-"""What a run did: each site's outcome as it comes, the closing summary line, the table on the console, and the
-same as JSON."""
+"""What a run did: each site's outcome as it comes, the summary line, the console table, and the same as JSON."""
 
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from hosting_automator.core.logging_setup import secret_values
@@ -28,7 +28,7 @@ class SiteOutcome:
     warning: str | None = None
 
     @property
-    def is_failure(self):
+    def is_failure(self) -> bool:
         return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
 
 
@@ -36,14 +36,14 @@ class RunOutcomes:
     """Every site's outcome, given back in the order the sites were read although workers finish in any order.
     What the summary needs is counted as the outcomes come."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()  # workers add from their own threads
         self._by_position = []  # None where a site has not finished, or was never started
         self.counts = Counter()
         self.active_without_matomo = 0
         self.any_failure = False
 
-    def add(self, position, outcome):
+    def add(self, position: int, outcome: SiteOutcome | None) -> None:
         """The outcome of the site read at `position` (0, 1, …); None for a site that was never started."""
         with self._lock:
             missing = position + 1 - len(self._by_position)
@@ -68,7 +68,8 @@ class RunOutcomes:
         return iter(kept)
 
 
-def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
+def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted: bool = False,
+                 dry_run: bool = False) -> str:
     counts = outcomes.counts
     failed, unrecorded = counts[FAILED], counts[NOT_RECORDED]
     postponed, changed = counts[POSTPONED], counts["changed meanwhile"]
@@ -96,7 +97,7 @@ def summary_line(outcomes, aborted=None, interrupted=False, dry_run=False):
     return line + (" (dry run: nothing changed)" if dry_run else "")
 
 
-def table_lines(outcomes, failures_only=False):
+def table_lines(outcomes: Iterable[SiteOutcome], failures_only: bool = False) -> list[str]:
     """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning.
     No lines at all when no site is shown."""
     rows = [(_cell(o.domain), _cell(o.outcome), _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning))
@@ -112,7 +113,7 @@ def _table_line(cells, widths):
     return "  ".join([cell.ljust(width) for cell, width in zip(cells, widths)] + [cells[-1]]).rstrip()
 
 
-def json_chunks(outcomes, summary, exit_code, dry_run=False):
+def json_chunks(outcomes: Iterable[SiteOutcome], summary: str, exit_code: int, dry_run: bool = False) -> Iterator[str]:
     """The run as one JSON document, yielded a site at a time, one site a line.
 
     Secrets are masked in each value before it is encoded: JSON escapes quotes and backslashes, and an escaped

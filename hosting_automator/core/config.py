@@ -8,6 +8,7 @@ import re
 import socket
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -76,7 +77,7 @@ class Settings:
     env_file: str | None = None  # the .env file that was read, if any
 
     @property
-    def secrets(self):
+    def secrets(self) -> list[str]:
         """Every configured value that must never be shown: the keys and tokens, and a password written into a URL."""
         urls = (self.supabase_url, self.matomo_api_url, self.cloudpanel_api_url, self.healthcheck_url)
         passwords = [urlsplit(url).password for url in urls if url]
@@ -84,11 +85,11 @@ class Settings:
                                     *passwords) if value]
 
     @property
-    def uses_gateway(self):
+    def uses_gateway(self) -> bool:
         return self.cloudpanel_api_url is not None
 
 
-def default_lock_file():
+def default_lock_file() -> str:
     """/run/lock when we may write there (root on a server), else the temporary directory."""
     run_lock = Path("/run/lock")
     if run_lock.is_dir() and os.access(run_lock, os.W_OK):
@@ -96,8 +97,14 @@ def default_lock_file():
     return str(Path(tempfile.gettempdir()) / f"hosting-automator-{os.getuid()}.lock")
 
 
-def load_settings(env_file=None, environ=None):
-    """Read settings: `env_file` (or ./.env when present) first, the real environment winning over it."""
+def load_settings(env_file: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings: `env_file` (or ./.env when present) first, the real environment winning over it.
+
+    Raises:
+        ConfigurationError: when a setting is missing, malformed or out of range, or the .env file cannot be read
+            or parsed; one error names every problem found.
+    """
     environ = os.environ if environ is None else environ
     problems = []
     values = {}
@@ -209,21 +216,21 @@ def _read_env_file(path, problems):
 class _Collect(logging.Handler):
     """Holds python-dotenv's warnings, which are the only word it gives of a line it skipped."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages = []
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
 
-def matomo_api_endpoint(url):
+def matomo_api_endpoint(url: str) -> str:
     """Matomo's API lives at index.php; operators paste the base URL with or without it."""
     url = url.rstrip("/")
     return url if url.endswith("index.php") else url + "/index.php"
 
 
-def whole_number(text, minimum, maximum):
+def whole_number(text: str, minimum: int, maximum: int) -> int | None:
     """`text` as a whole number from `minimum` to `maximum`, or None. Only ASCII digits count (int() takes "²" and
     "٣"), and a string of digits too long for the range is refused before int() could choke on it."""
     if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(maximum)):
@@ -238,7 +245,7 @@ def _shortened(value, limit=40):
     return shown if len(shown) <= limit else f"{shown[:limit - 2]}…' ({len(value)} characters)"
 
 
-def without_credentials(url):
+def without_credentials(url: str) -> str:
     """`url` as it may appear in a message: a `user:password@` written into it becomes `***@`. Nothing is masked
     yet when the settings are refused, and everything up to the last "@" goes, since a password pasted unescaped
     may hold "/" or "@" itself."""
@@ -248,7 +255,7 @@ def without_credentials(url):
     return f"{scheme}//***@{rest.rpartition('@')[2]}"
 
 
-def host_problem(host):
+def host_problem(host: str) -> str | None:
     """Why `host` cannot be used to reach a service, or None when it can: an IP address, or a name whose labels
     have 1 to 63 characters and 253 in all. Any other name fails only deep in the HTTP client or the resolver, as
     a UnicodeError traceback, so it is refused here."""
@@ -285,7 +292,7 @@ def host_problem(host):
     return None
 
 
-def env_file_readable_by_others(path):
+def env_file_readable_by_others(path: str | os.PathLike[str]) -> bool:
     """True when the .env holding the keys can be read by users other than its owner."""
     try:
         mode = os.stat(path).st_mode
@@ -297,11 +304,11 @@ def env_file_readable_by_others(path):
 class _Reader:
     """Reads one setting at a time, noting every problem instead of stopping at the first."""
 
-    def __init__(self, values, problems):
+    def __init__(self, values: Mapping[str, str], problems: list[str]) -> None:
         self.values = values
         self.problems = problems
 
-    def text(self, name, required=False):
+    def text(self, name: str, required: bool = False) -> str | None:
         value = (self.values.get(name) or "").strip()
         if not value:
             if required:
@@ -309,7 +316,7 @@ class _Reader:
             return None
         return value
 
-    def url(self, name, required=False):
+    def url(self, name: str, required: bool = False) -> str | None:
         value = self.text(name, required)
         if value is None:
             return None
@@ -335,7 +342,7 @@ class _Reader:
             return None
         return value
 
-    def seconds(self, name, default, maximum):
+    def seconds(self, name: str, default: float, maximum: float) -> float:
         value = self.text(name)
         if value is None:
             return default
@@ -349,7 +356,7 @@ class _Reader:
             return default
         return number
 
-    def integer(self, name, default, minimum, maximum):
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
         value = self.text(name)
         if value is None:
             return default
@@ -359,7 +366,7 @@ class _Reader:
             return default
         return number
 
-    def address(self, name, default):
+    def address(self, name: str, default: str) -> tuple[str, int]:
         value = self.text(name) or default
         host, _, port = value.rpartition(":")
         host = host.strip("[]")
@@ -372,7 +379,7 @@ class _Reader:
             return "127.0.0.1", 443
         return host, int(port)
 
-    def server_name(self, name):
+    def server_name(self, name: str) -> str:
         value = self.text(name)
         shown = f"got {_shortened(value)}" if value else f"the host's name {socket.gethostname()!r} is not one"
         value = value or socket.gethostname()
@@ -382,7 +389,7 @@ class _Reader:
             return "localhost"
         return value
 
-    def addresses(self, name):
+    def addresses(self, name: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
         """Comma-separated IPv4 and IPv6 addresses, as DNS would answer them."""
         value = self.text(name)
         if value is None:
@@ -397,7 +404,7 @@ class _Reader:
                 return ()
         return tuple(found)
 
-    def resolvers(self, name):
+    def resolvers(self, name: str) -> tuple[tuple[str, int], ...]:
         """Comma-separated `ip` or `ip:port` (`[ipv6]:port`)."""
         value = self.text(name)
         if value is None:

@@ -1,17 +1,19 @@
-"""The requests session that CloudPanel's gateway, Matomo and the monitoring ping share, and the one place where
-what requests raises or answers is sorted into transient (worth retrying) and final failures."""
+"""The requests session the gateway, Matomo and pings share; the one place failures are sorted transient or final."""
 
 import email.utils
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
 from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class Session(requests.Session):
     neither is set, so one variable serves this session, Supabase's httpx and the served-certificate check alike.
     """
 
-    def __init__(self, timeout, pool_size=1):
+    def __init__(self, timeout: float, pool_size: int = 1) -> None:
         super().__init__()
         self.timeout = timeout
         self.headers["User-Agent"] = USER_AGENT
@@ -40,28 +42,33 @@ class Session(requests.Session):
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
-    def request(self, method, url, **kwargs):
+    def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", False)
         return super().request(method, url, **kwargs)
 
 
-def header_retry_after(response):
+def header_retry_after(response: requests.Response) -> float | None:
     """The wait a service asks for in its Retry-After header, in seconds, or None."""
     return retry_after_seconds(response.headers.get("Retry-After"))
 
 
-def send(session, method, url, *, error, what, retry_after=header_retry_after, creates=False, **kwargs):
+def send(session: Session, method: str, url: str, *, error: type[ServiceError], what: str,
+         retry_after: Callable[[requests.Response], float | None] = header_retry_after, creates: bool = False,
+         **kwargs: Any) -> requests.Response:
     """One request through `session`; the response, unless it failed on the way or with a transient status.
 
-    Failures raise `error` (the caller's class of the project's errors): transient for the network and for
-    TRANSIENT_STATUSES, with the wait `retry_after(response)` reads; final for a redirect or a URL, proxy or CA
-    bundle that cannot be used. The caller reads the body: what a 4xx or 500 means differs between services.
+    The caller reads the body: what a 4xx or 500 means differs between services.
 
     `creates`: the request makes something. When it reached the service and no answer (or a proxy's "the service
     failed") came back, the service may still be making it, and a look-up cannot see it yet: the error says so
     and is not tried again this run (`may_have_acted`); only a request that provably never arrived, or was
     refused (429, 503), is.
+
+    Raises:
+        ServiceError: of the caller's class `error`; transient for the network and for TRANSIENT_STATUSES, with
+            the wait `retry_after(response)` reads; final for a redirect or a URL, proxy or CA bundle that cannot
+            be used.
     """
     try:
         response = session.request(method, url, **kwargs)
@@ -86,7 +93,7 @@ def send(session, method, url, *, error, what, retry_after=header_retry_after, c
     return response
 
 
-def reached_service(err):
+def reached_service(err: requests.RequestException) -> bool:
     """Whether a failed request may have reached the service: not when the connection, its TLS or the proxy's
     tunnel was never made."""
     if isinstance(err, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
@@ -95,7 +102,7 @@ def reached_service(err):
     return not isinstance(getattr(reason, "reason", None), urllib3.exceptions.NewConnectionError)
 
 
-def is_transient(err):
+def is_transient(err: requests.RequestException) -> bool:
     """Whether the next attempt may succeed: the network's failures may pass, a malformed URL or an unusable
     proxy or bundle will not."""
     return isinstance(err, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -103,7 +110,7 @@ def is_transient(err):
         err, (requests.exceptions.InvalidURL, requests.exceptions.InvalidProxyURL))
 
 
-def network_failure(err, timeout):
+def network_failure(err: requests.RequestException, timeout: float) -> str:
     """What went wrong on the way, in words an operator can act on, without a URL's credentials."""
     if isinstance(err, requests.ConnectTimeout):
         return f"cannot connect within {timeout:g} s (timeout)"
@@ -139,7 +146,7 @@ def _without_credentials(text):
     return re.sub(r"//[^/@\s]+@", "//…@", text)
 
 
-def retry_after_seconds(value, now=None):
+def retry_after_seconds(value: str | float | None, now: float | None = None) -> float | None:
     """Seconds from a Retry-After value (a number or an HTTP date), or None."""
     if value is None or value == "":
         return None
@@ -155,13 +162,13 @@ def retry_after_seconds(value, now=None):
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-def first_line(err):
+def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its class when it has none."""
     text = str(err).strip().splitlines()
     return secret_values.excerpt(text[0], 200) if text else err.__class__.__name__
 
 
-def body_excerpt(response, limit=120):
+def body_excerpt(response: requests.Response, limit: int = 120) -> str:
     """A short, single-line view of a body we could not understand, for the error message; secrets masked first."""
     text = secret_values.excerpt(re.sub(r"<[^>]+>", " ", response.text or ""), limit)
     return repr(text) if text else "an empty body"

@@ -5,14 +5,15 @@ import os
 
 
 class RunLock:
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
         self._fd = None
 
-    def acquire(self):
+    def acquire(self) -> bool:
         """True when this process now holds the lock; False when another run holds it.
 
-        Raises OSError when the lock file cannot be opened.
+        Raises:
+            OSError: when the lock file cannot be opened.
         """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # root writing in a shared dir
         try:
@@ -25,12 +26,12 @@ class RunLock:
         self._fd = fd
         return True
 
-    def fileno(self):
+    def fileno(self) -> int | None:
         """The locked descriptor, or None. A child given it (pass_fds) keeps the lock held until it ends too, so a
         run killed mid-clpctl does not let the next run start while its clpctl still works."""
         return self._fd
 
-    def release(self):
+    def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock; the file stays, harmless
             self._fd = None

@@ -7,6 +7,8 @@ import logging
 import logging.handlers
 import sys
 import threading
+from collections.abc import Iterator
+from typing import TextIO, TypeVar
 from urllib.parse import quote, quote_plus
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(site_prefix)s%(message)s"
@@ -21,6 +23,7 @@ PIECE = 8  # characters in a row of a secret that count as the secret
 GENERATED_KEPT = 1000
 
 _current_site = contextvars.ContextVar("current_site", default=None)
+_T = TypeVar("_T")
 
 
 class SecretValues:
@@ -30,7 +33,7 @@ class SecretValues:
     Any PIECE characters in a row of a value count as the value itself, so a secret that a service echoed cut
     short, or that an excerpt cut in half, is masked too."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held = collections.Counter()  # variant -> how many secrets hold it
         self._pieces = collections.Counter()  # every PIECE characters in a row of a variant
@@ -41,7 +44,7 @@ class SecretValues:
     def _forms(value):
         return {value, quote(value, safe=""), quote_plus(value)}
 
-    def add(self, value):
+    def add(self, value: str | None) -> None:
         if not value or len(value) < 4:  # masking very short strings would garble ordinary text
             return
         with self._lock:
@@ -50,7 +53,7 @@ class SecretValues:
                 self._pieces.update({variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
             self._variants = tuple(sorted(self._held, key=len, reverse=True))
 
-    def discard(self, value):
+    def discard(self, value: str) -> None:
         with self._lock:
             for variant in self._forms(value):
                 if not self._held[variant]:
@@ -59,7 +62,7 @@ class SecretValues:
                 _release(self._pieces, {variant[start:start + PIECE] for start in range(len(variant) - PIECE + 1)})
             self._variants = tuple(sorted(self._held, key=len, reverse=True))
 
-    def add_generated(self, value):
+    def add_generated(self, value: str) -> None:
         """A password this run made: masked for the rest of the run, like the keys, but only the latest
         GENERATED_KEPT of them, so that a run of ten thousand sites neither grows nor slows its masking."""
         self.add(value)
@@ -69,7 +72,7 @@ class SecretValues:
         if evicted is not None:
             self.discard(evicted)
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self._held.clear()
             self._pieces.clear()
@@ -77,11 +80,11 @@ class SecretValues:
             self._generated.clear()
 
     @property
-    def longest(self):
+    def longest(self) -> int:
         return len(self._variants[0]) if self._variants else 0
 
-    def mask(self, text):
-        """`text` with every secret, and every piece of one, replaced by ***."""
+    def mask(self, text: _T) -> _T:
+        """`text` with every secret, and every piece of one, replaced by ***; anything but a string as it is."""
         if not isinstance(text, str) or not self._variants:
             return text
         for variant in self._variants:
@@ -103,7 +106,7 @@ class SecretValues:
             previous = secret
         return "".join(shown)
 
-    def excerpt(self, text, limit):
+    def excerpt(self, text: str, limit: int) -> str:
         """At most `limit` characters of `text` on one line, masked before they are cut (a secret cut in half would
         no longer be recognised); "…" marks the cut."""
         text = " ".join(self.mask(text[:limit + self.longest + PIECE]).split())
@@ -124,11 +127,11 @@ secret_values = SecretValues()
 class MaskSecretsFilter(logging.Filter):
     """Masks every secret in the finished message and traceback, before any handler formats the record."""
 
-    def __init__(self, secrets=secret_values):
+    def __init__(self, secrets: SecretValues = secret_values) -> None:
         super().__init__()
         self.secrets = secrets
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "secrets_masked", False):  # every handler has this filter: mask once per record
             return True
         record.secrets_masked = True
@@ -144,14 +147,14 @@ class MaskSecretsFilter(logging.Filter):
 class SitePrefixFilter(logging.Filter):
     """Adds `[domain] ` to every line written inside a site's work."""
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         site = _current_site.get()
         record.site_prefix = f"[{site}] " if site else ""
         return True
 
 
 @contextlib.contextmanager
-def site_context(domain):
+def site_context(domain: str | None) -> Iterator[None]:
     """Every line logged inside (in this thread) carries `domain`."""
     token = _current_site.set(domain)
     try:
@@ -163,11 +166,11 @@ def site_context(domain):
 class RecentLines(logging.Handler):
     """Keeps the last formatted lines of the run, for the monitoring ping."""
 
-    def __init__(self, capacity=RECENT_LINES):
+    def __init__(self, capacity: int = RECENT_LINES) -> None:
         super().__init__(logging.INFO)
         self.lines = collections.deque(maxlen=capacity)
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
 
 
@@ -177,17 +180,17 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
     more than its log, and the console still gets every line. logging's own default would print a
     "--- Logging error ---" block with a traceback for every line."""
 
-    def __init__(self, log_file, notice_stream=None):
+    def __init__(self, log_file: str, notice_stream: TextIO | None = None) -> None:
         super().__init__(log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
         self.log_file = log_file  # as the operator wrote it, for the message
         self.notice_stream = notice_stream
         self.given_up = False
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         if not self.given_up:  # FileHandler.emit would open the file again
             super().emit(record)
 
-    def handleError(self, record):
+    def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
         if not isinstance(error, OSError):  # a faulty log call, not the file: logging's usual report
             super().handleError(record)
@@ -207,11 +210,13 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
         notice.flush()
 
 
-def configure_logging(log_file, console_level=logging.INFO, file_level=logging.INFO, console_stream=None):
+def configure_logging(log_file: str | None, console_level: int = logging.INFO, file_level: int = logging.INFO,
+                      console_stream: TextIO | None = None) -> RecentLines:
     """Attach the console, file and recent-lines handlers to the root logger; return the recent-lines handler.
     With `log_file` None there is no file handler (--check, which writes no file).
 
-    Raises OSError when the log file cannot be opened.
+    Raises:
+        OSError: when the log file cannot be opened.
     """
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     handlers = []

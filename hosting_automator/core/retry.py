@@ -1,10 +1,11 @@
-"""The one place where transient failures are retried: bounded attempts, exponential back-off with jitter,
-a time budget per call, and the server's requested wait honoured up to a cap."""
+"""The one retry policy: bounded attempts, jittered back-off, a time budget per call, Retry-After up to a cap."""
 
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from hosting_automator.errors import ServiceError
 
@@ -16,6 +17,8 @@ MAX_DELAY = 20.0
 RETRY_AFTER_CAP = 60.0
 BUDGET = 120.0  # seconds per call, attempts and waits together
 
+_T = TypeVar("_T")
+
 
 class RetryPolicy:
     """Runs an operation again while it fails transiently.
@@ -25,8 +28,10 @@ class RetryPolicy:
     `sleep` and `clock` are injected so tests never wait; main passes a sleep that wakes up on SIGTERM.
     """
 
-    def __init__(self, attempts=ATTEMPTS, base_delay=BASE_DELAY, max_delay=MAX_DELAY, budget=BUDGET,
-                 retry_after_cap=RETRY_AFTER_CAP, sleep=time.sleep, clock=time.monotonic, jitter=random.random):
+    def __init__(self, attempts: int = ATTEMPTS, base_delay: float = BASE_DELAY, max_delay: float = MAX_DELAY,
+                 budget: float = BUDGET, retry_after_cap: float = RETRY_AFTER_CAP,
+                 sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random) -> None:
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -39,7 +44,7 @@ class RetryPolicy:
         self._paused = {}  # service -> the error its later calls fail with, this run
         self.retries = 0  # how many times any call was tried again, for the run's figures
 
-    def delay(self, attempt, retry_after=None):
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         delay = backoff / 2 + self.jitter() * backoff / 2
@@ -47,12 +52,21 @@ class RetryPolicy:
             delay = max(delay, min(float(retry_after), self.retry_after_cap))
         return delay
 
-    def call(self, operation, what, service=None):
+    def call(self, operation: Callable[[], _T], what: str, service: str | None = None) -> _T:
         """Return operation(); try again on a transient ServiceError while attempts and budget last.
 
         `service` names whom the operation asks (default: `what`). A service that asks for a wait longer than
         retry_after_cap is not asked again this run: its later calls fail at once, transient, so their rows stay
-        as they are for the next run, and the rest of the run goes on."""
+        as they are for the next run, and the rest of the run goes on. Any other error of the operation is let
+        out at once, untouched.
+
+        Raises:
+            ServiceError: the operation's own, when it is final, may have acted, or is still transient after the
+                last attempt, past the budget, or asking for a wait longer than retry_after_cap; or, of the same
+                class and transient, at once when that service was paused earlier in this run.
+            RunInterrupted: when the injected `sleep` raises it during a back-off (main's does on SIGTERM or
+                SIGINT).
+        """
         service = service or what
         paused = self._paused.get(service)
         if paused is not None:

@@ -1,18 +1,30 @@
-"""One module per external service; each keeps that service's quirks to itself. `Services` builds every client
-once per run, before any worker starts, so the workers share one connection pool and one CloudPanel limit."""
+"""One module per external service; `Services` builds every client once per run, shared by all the workers."""
 
+from hosting_automator.core.config import Settings
 from hosting_automator.core.http import Session
+from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.services.cloudpanel_client import ClpctlClient, GatewayClient
 from hosting_automator.services.dns_client import DnsClient
 from hosting_automator.services.matomo_client import MatomoClient
-from hosting_automator.services.served_certificate import served_certificate, trust_store
+from hosting_automator.services.served_certificate import ServedCertificate, served_certificate, trust_store
 
 
 class Services:
     """The run's clients: .http (the requests session), .supabase, .cloudpanel, .matomo, .served_certificate, and
-    .dns with this server's .server_addresses (None and empty when DNS does not decide where sites live)."""
+    .dns with this server's .server_addresses (None and empty when DNS does not decide where sites live).
 
-    def __init__(self, settings, retry, workers=1, lock_fd=None):
+    Each service's module keeps that service's quirks to itself. The clients are built before any worker starts,
+    so the workers share one connection pool and one CloudPanel limit.
+    """
+
+    def __init__(self, settings: Settings, retry: RetryPolicy, workers: int = 1, lock_fd: int | None = None) -> None:
+        """Build every client from `settings`.
+
+        Raises:
+            SupabaseSetupError: when httpx or supabase-py cannot use SUPABASE_URL, the CA bundle or the
+                environment's proxy variables.
+            DnsSetupError: SERVER_ADDRESSES is set, DNS_RESOLVERS is not, and this machine has no name server.
+        """
         # supabase-py is imported only once a run reaches Supabase: --help and a configuration error stay instant.
         from hosting_automator.services.supabase_client import SupabaseClient
 
@@ -36,12 +48,12 @@ class Services:
         self.matomo = MatomoClient(s.matomo_api_url, s.matomo_api_token, self.http, retry, s.matomo_site_timezone,
                                    s.matomo_site_currency)
 
-    def served_certificate(self, domain):
+    def served_certificate(self, domain: str) -> ServedCertificate:
         """What this server's HTTPS endpoint serves for `domain` now."""
         s = self.settings
         return served_certificate(domain, s.cloudpanel_https_host, s.cloudpanel_https_port, s.http_timeout,
                                   context=self._trust_store)
 
-    def close(self):
+    def close(self) -> None:
         self.supabase.close()
         self.http.close()

@@ -1,9 +1,10 @@
-"""Healthchecks.io-style monitoring around a run: ping /start, then the URL on success or /fail, with the summary
-and the last log lines as the body. A ping that fails only warns: monitoring must never hide or cause a failure."""
+"""Healthchecks.io-style pings around a run (start, then success or fail); a ping that fails only warns."""
 
 import logging
 
-from hosting_automator.core.logging_setup import secret_values
+import requests
+
+from hosting_automator.core.logging_setup import RecentLines, secret_values
 
 logger = logging.getLogger(__name__)
 
@@ -11,8 +12,9 @@ PING_TIMEOUT = 10  # seconds; a slow monitor must not hold up the run
 BODY_MAX_BYTES = 100_000  # Healthchecks.io keeps the first 100 kB
 
 
-def ping(session, url, state, body="", dry_run=False):
-    """state: "start", "success" or "fail"."""
+def ping(session: requests.Session, url: str | None, state: str, body: str = "", dry_run: bool = False) -> None:
+    """state: "start", "success" or "fail". The body carries the summary and the last log lines. A ping that fails
+    only warns: monitoring must never hide or cause a failure."""
     if not url:
         return
     if dry_run:
@@ -32,14 +34,15 @@ class Monitoring:
     """Pings /start on entry and, on exit, success or /fail: /fail also when the run ends on an exception (a bug,
     a signal), so the check never waits out its grace period for a run that is already over."""
 
-    def __init__(self, session, url, recent_lines, dry_run=False):
+    def __init__(self, session: requests.Session, url: str | None, recent_lines: RecentLines,
+                 dry_run: bool = False) -> None:
         self.session = session
         self.url = url
         self.recent_lines = recent_lines  # a logging handler keeping the run's last lines
         self.dry_run = dry_run
         self._finished = None
 
-    def finish(self, summary, succeeded):
+    def finish(self, summary: str, succeeded: bool) -> None:
         """What the exit ping says: the run's summary line, and whether it succeeded."""
         self._finished = (summary, succeeded)
 

@@ -1,5 +1,4 @@
-"""The certificate this server already serves for a name: Let's Encrypt allows five per name set a week,
-so a valid one is never requested again."""
+"""The certificate served for a name now: Let's Encrypt allows five a week, so a valid one is never ordered again."""
 
 import logging
 import socket
@@ -21,12 +20,13 @@ class ServedCertificate:
     untrusted: bool = False  # what was served does not chain to this machine's trust store
 
 
-def trust_store():
+def trust_store() -> ssl.SSLContext:
     """The system trust store, loaded once per run (loading it costs tens of milliseconds)."""
     return ssl.create_default_context()
 
 
-def served_certificate(domain, host, port, timeout, now=None, context=None):
+def served_certificate(domain: str, host: str, port: int, timeout: float, now: float | None = None,
+                       context: ssl.SSLContext | None = None) -> ServedCertificate:
     """Connect to host:port with `domain` as SNI; valid when it verifies against the system trust store for that
     name and stays valid for MIN_DAYS_LEFT days more."""
     context = context or trust_store()
