@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL 15's server binaries exist for tests/test_migration.py, which starts its own
-# throwaway server (tests/postgres.py). This script never creates or starts a cluster.
+# Make sure PostgreSQL 15's server binaries exist for tests/integration/test_migration.py, which starts its own
+# throwaway server (tests/support/postgres.py). This script never creates or starts a cluster.
 #
 #   source .ci/postgres.sh    or    .ci/postgres.sh
 #
@@ -51,7 +51,7 @@ _ha_ensure_postgres() {
     rm -f "$dropin"
 
     # postgresql-15 lands in $bindir; the `postgresql` fallback may bring another major version, which the
-    # tests use when 15 is absent (tests/postgres.py takes 15 first, else the newest).
+    # tests use when 15 is absent (tests/support/postgres.py takes 15 first, else the newest).
     found=$bindir
     if [ ! -x "$found/initdb" ]; then
         found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5V | tail -n 1) || found=""

@@ -80,8 +80,10 @@ def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted:
         parts.append(f"{unrecorded} not recorded")
     if changed:
         parts.append(f"{changed} changed by someone else")
-    if dry_run:
+    if dry_run:  # a dry run goes through the same steps: a service it cannot reach leaves a row as a run would
         parts = [f"{counts['would set up'] + counts['would fail']} would be processed"]
+        if postponed:
+            parts.append(f"{postponed} left pending (service unreachable)")
         if counts["would add Matomo"]:
             parts.append(f"{counts['would add Matomo']} live sites would get their Matomo site")
     for outcome in (LEFT_TO_OTHERS, WAITING_FOR_DNS):

@@ -1,5 +1,6 @@
 """Shared fixtures: no test leaks secrets, logging handlers or settings into the next, and no run of the job leaks a
-secret at all (tests/harness.py's scan, after every test)."""
+secret at all (tests/support/harness.py's scan, after every test). Also the fixtures more than one directory uses:
+fast retries, the stand-ins, and the CloudPanel client's served certificate and generated passwords."""
 
 import logging
 import socket
@@ -8,8 +9,9 @@ import threading
 import pytest
 
 from hosting_automator.core.logging_setup import secret_values
-from hosting_automator.core.retry import RetryPolicy
-from tests.harness import watched
+from tests.support.cloudpanel import FakeServedCertificate
+from tests.support.harness import watched
+from tests.support.retries import RecordedSleeps, fast_retry_policy
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +31,7 @@ def _isolated(monkeypatch):
     watched.check()  # every run of the job this test made: no secret in its output, log file or rows
 
 
-class RecordedSleeps(list):
-    """An injected sleep: remembers every wait, never waits."""
-
-    def __call__(self, seconds):
-        self.append(seconds)
-
+# -- retries: recorded, never waited (tests/support/retries.py) ------------------------------------------------
 
 @pytest.fixture
 def sleeps():
@@ -44,8 +41,10 @@ def sleeps():
 @pytest.fixture
 def retry(sleeps):
     """The real retry policy with the sleep injected and the jitter fixed at its midpoint."""
-    return RetryPolicy(sleep=sleeps, jitter=lambda: 0.5)
+    return fast_retry_policy(sleeps)
 
+
+# -- the stand-ins -----------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def standins(tmp_path):
@@ -67,6 +66,19 @@ def gateway_standins(tmp_path):
     started.stop()
 
 
+# -- HTTP --------------------------------------------------------------------------------------------------------
+
+HTTP_ENVIRONMENT = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                    "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@pytest.fixture
+def no_proxy_or_ca_bundle_from_the_machine(monkeypatch):
+    """requests reads proxies and CA bundles from the environment: the machine's must not reach the test."""
+    for name in HTTP_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def socket_timeouts(monkeypatch):
     """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
@@ -79,3 +91,27 @@ def socket_timeouts(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "settimeout", recording)
     return seen
+
+
+# -- the CloudPanel client (both transports) -------------------------------------------------------------------
+
+@pytest.fixture
+def served():
+    """What the server serves, as the client sees it: no certificate yet unless a test says otherwise."""
+    return FakeServedCertificate()
+
+
+@pytest.fixture
+def passwords(monkeypatch):
+    """Every password the CloudPanel client generates, by wrapping the real generator."""
+    from hosting_automator.services import cloudpanel_client
+
+    made = []
+    real = cloudpanel_client.new_password
+
+    def recording():
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(cloudpanel_client, "new_password", recording)
+    return made

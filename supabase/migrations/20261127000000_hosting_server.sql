@@ -22,7 +22,7 @@
 -- are building or waiting for DNS for). An index keyed on hosting_server would serve one arm per range:
 -- (hosting_server, id) gives a BitmapOr of two ranges followed by a sort of every match, which a keyset page
 -- cannot stop early; and every claim, which changes only hosting_server, could then no longer be a HOT update.
--- tests/test_migration.py checks on PostgreSQL 15, with enough rows and ANALYZE, that the read is an Index Scan
+-- tests/integration/test_migration.py checks on PostgreSQL 15, with enough rows and ANALYZE, that the read is an Index Scan
 -- on sites_hosting_pending_idx with no sort, both with literal values and with bound parameters (as PostgREST sends
 -- filter values, in a prepared statement executed repeatedly). Only when pending rows are a large share of the
 -- table may PostgreSQL prefer a generic plan on the primary key for the prepared form; matching rows are then

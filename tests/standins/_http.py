@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from ._servers import ConnectionServer, Startable
 from .faults import Fault
 
 
@@ -32,34 +32,11 @@ def json_response(status, obj, headers=None):
     return Response(status, json.dumps(obj).encode("utf-8"), h)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(ConnectionServer, ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 256
     allow_reuse_address = True
-
-    def __init__(self, addr, handler, owner):
-        self.owner = owner
-        self.open_sockets = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(addr, handler)
-
-    def process_request(self, request, client_address):
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address):
-        # Clients closing keep-alive connections (or a stop()) are normal here; stay quiet about them.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, OSError)):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class HTTPStandin:
+class HTTPStandin(Startable):
     """Base class: subclasses implement `handle(request) -> Response`."""
 
     name = "standin"
@@ -165,27 +142,11 @@ class HTTPStandin:
         if server is None:
             return
         server.shutdown()
-        with server.sockets_lock:
-            socks = list(server.open_sockets)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        server.cut_connections()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self._port
 
     @property
     def url(self):

@@ -20,10 +20,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import socket
 import socketserver
 import struct
-import sys
 import threading
 import time
 from collections.abc import MutableMapping
@@ -37,6 +35,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from ._servers import ConnectionServer, StandinServer, Startable
 
 
 _TCP_IDLE_SECONDS = 5.0           # a TCP connection with no next query for this long is closed
@@ -207,50 +207,20 @@ class _TcpHandler(socketserver.BaseRequestHandler):
             return
 
 
-class _UdpServer(socketserver.ThreadingUDPServer):
+class _UdpServer(StandinServer, socketserver.ThreadingUDPServer):
     daemon_threads = True
     block_on_close = False
     max_packet_size = 65535
 
-    def __init__(self, addr, owner):
-        self.owner = owner
-        super().__init__(addr, _UdpHandler)
 
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _TcpServer(socketserver.ThreadingTCPServer):
+class _TcpServer(ConnectionServer, socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, addr, owner):
-        self.owner = owner
-        self.open_sockets = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(addr, _TcpHandler)
 
-    def process_request(self, request, client_address):
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class FakeDns:
+class FakeDns(Startable):
     """A resolver on 127.0.0.1 answering from `records`; see the module's docstring.
 
     Common to the stand-ins: `fault = callable(name, rdtype) -> None | DnsFault` (name normalised, rdtype as text,
@@ -291,10 +261,6 @@ class FakeDns:
 
     # -- life cycle -------------------------------------------------------------------------------------------------
     @property
-    def port(self):
-        return self._port
-
-    @property
     def resolvers_setting(self):
         """`127.0.0.1:PORT`, the form of an entry of the job's DNS_RESOLVERS setting."""
         return f"{self.address}:{self._port}"
@@ -304,12 +270,12 @@ class FakeDns:
             return self
         self._stopping.clear()
         for _ in range(20):  # UDP picks the port; TCP must get the same number, which another socket may hold
-            udp = _UdpServer((self.address, self._port), self)
+            udp = _UdpServer((self.address, self._port), _UdpHandler, self)
             if not self.tcp:
                 servers = [udp]
                 break
             try:
-                servers = [udp, _TcpServer((self.address, udp.server_address[1]), self)]
+                servers = [udp, _TcpServer((self.address, udp.server_address[1]), _TcpHandler, self)]
                 break
             except OSError:
                 udp.server_close()
@@ -334,23 +300,11 @@ class FakeDns:
         for server in servers:
             server.shutdown()
             if isinstance(server, _TcpServer):
-                with server.sockets_lock:
-                    socks = list(server.open_sockets)
-                for s in socks:
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                server.cut_connections()
             server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def clear_log(self):
         with self.lock:

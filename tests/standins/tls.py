@@ -11,6 +11,7 @@ import time
 import traceback
 from datetime import datetime, timedelta, timezone
 
+from ._servers import Startable
 from .faults import Fault
 
 LETS_ENCRYPT_LIFETIME = timedelta(days=90)
@@ -27,7 +28,7 @@ def _parse_time(text):
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-class FakeHttpsServer:
+class FakeHttpsServer(Startable):
     """TLS server on 127.0.0.1:0 that only completes a handshake and closes.
 
     The leaf for an SNI name comes from `certificates` (domain -> not_after datetime, set by tests) or from the
@@ -86,16 +87,6 @@ class FakeHttpsServer:
         sock.close()
         with self._db_lock:
             self._close_db()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self._port
 
     @property
     def address(self):

@@ -1,0 +1,1 @@
+"""The command (`python -m hosting_automator.main`) as a subprocess against the stand-ins."""
