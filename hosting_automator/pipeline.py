@@ -138,8 +138,7 @@ class Pipeline:
                                matomo_id)
                 return SiteOutcome(row.get("id"), domain, "changed meanwhile", matomo_id=matomo_id)
             if dry_run:
-                plan = (f"Matomo site {matomo_id} exists, would write its id" if matomo_id
-                        else "would create a Matomo site")
+                plan = self._matomo_plan(domain, matomo_id, "Matomo site {} exists, would write its id")
                 logger.info("Live without Matomo: %s (dry run: nothing changed)", plan)
                 return SiteOutcome(row.get("id"), domain, "would add Matomo", matomo_id=matomo_id, warning=plan)
             logger.info("Matomo site %d added to the live site", matomo_id)
@@ -257,7 +256,8 @@ class Pipeline:
             self._stop_point()
             plan = None
             if dry_run:
-                plan = _plan(row, self.services.server_name, site, certificate_requested, matomo_id, warning)
+                plan = _plan(row, self.services.server_name, site, certificate_requested,
+                             self._matomo_plan(domain, matomo_id, "Matomo site {} exists"), warning)
             return self._record(row, domain, ACTIVE, doc_root=site.doc_root, matomo_id=matomo_id, warning=warning,
                                 plan=plan)
 
@@ -335,6 +335,15 @@ class Pipeline:
         logger.error("Row %s: %s", row.get("id"), reason)
         return self._record(row, domain, FAILED, error=reason)
 
+    def _matomo_plan(self, domain, matomo_id, found):
+        """A dry run's Matomo step as the report shows it: the site found, or the one a run would make for this
+        name or for its www./apex twin read earlier in the run (one site serves both)."""
+        if matomo_id:
+            return found.format(matomo_id)
+        planned = self.services.matomo.planned_site_of(domain)
+        return "would create a Matomo site" if planned in (None, domain) else \
+            f"would use the Matomo site {planned} would get"
+
     def _postpone(self, row, domain, reason, doc_root=None):
         """A service still unreachable after every retry says nothing about the site: leave the row as read, so
         the next run (not only --retry-failed) takes it again."""
@@ -403,13 +412,17 @@ class _Slots:
                 self._changed.wait(0.2)
 
 
-def _plan(row, server_name, site, certificate_requested, matomo_id, matomo_warning):
+def _plan(row, server_name, site, certificate_requested, matomo, matomo_warning):
     """What a dry run found at each step of a site it would set up, as the report shows it."""
     plan = ["would claim the row"] if row.get("hosting_server") is None and server_name else []
-    plan.append(f"would create CloudPanel site user {site.site_user}" if site.created
-                else f"CloudPanel site exists (site user {site.site_user})")
+    if not site.created:
+        plan.append(f"CloudPanel site exists (site user {site.site_user})")
+    elif site.looked_up:
+        plan.append(f"would create CloudPanel site user {site.site_user}")
+    else:
+        plan.append(f"would create CloudPanel site user {site.site_user} unless the site exists already")
     plan.append("would request a certificate" if certificate_requested else "certificate served already, no request")
-    plan.append(matomo_warning or (f"Matomo site {matomo_id} exists" if matomo_id else "would create a Matomo site"))
+    plan.append(matomo_warning or matomo)
     return "; ".join(plan)
 
 

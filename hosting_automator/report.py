@@ -81,7 +81,8 @@ def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted:
     if changed:
         parts.append(f"{changed} changed by someone else")
     if dry_run:  # a dry run goes through the same steps: a service it cannot reach leaves a row as a run would
-        parts = [f"{counts['would set up'] + counts['would fail']} would be processed"]
+        parts = [f"{counts['would set up'] + counts['would fail']} would be processed"
+                 + (f" ({counts['would fail']} would fail)" if counts["would fail"] else "")]
         if postponed:
             parts.append(f"{postponed} left pending (service unreachable)")
         if counts["would add Matomo"]:
@@ -103,7 +104,7 @@ def table_lines(outcomes: Iterable[SiteOutcome], failures_only: bool = False) ->
     """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning.
     No lines at all when no site is shown."""
     rows = [(_cell(o.domain), _cell(o.outcome), _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning))
-            for o in outcomes if o.is_failure or not failures_only]
+            for o in outcomes if o.is_failure or o.outcome == "would fail" or not failures_only]
     if not rows:
         return []
     rows.insert(0, COLUMNS)

@@ -57,6 +57,7 @@ def site_user_for(domain: str) -> str:
 class StaticSite(NamedTuple):
     doc_root: str
     created: bool  # by this call (in a dry run: would be): a site made a moment ago cannot serve a certificate yet
+    looked_up: bool = True  # False: CloudPanel could not be asked whether it exists (the gateway cannot tell)
 
     @property
     def site_user(self) -> str:
@@ -97,6 +98,11 @@ class CloudPanelClient:
 
     where_site_users_are_read = "here"
 
+    @property
+    def sees_sites(self) -> bool:
+        """Whether existing_site_user can tell an existing site from a missing one."""
+        return False
+
     def existing_site_user(self, domain: str) -> str | None:
         """The site user of `domain` when CloudPanel can tell us, else None.
 
@@ -123,8 +129,12 @@ class CloudPanelClient:
                 return StaticSite(document_root(site_user, domain), created=False)
             site_user = site_user_for(domain)
             if dry_run:
-                logger.info("Would create CloudPanel site user %s (dry run: nothing changed)", site_user)
-                return StaticSite(document_root(site_user, domain), created=True)
+                if self.sees_sites:
+                    logger.info("Would create CloudPanel site user %s (dry run: nothing changed)", site_user)
+                else:
+                    logger.info("Would create CloudPanel site user %s unless the site exists already: sites cannot "
+                                "be looked up %s (dry run: nothing changed)", site_user, self.where_site_users_are_read)
+                return StaticSite(document_root(site_user, domain), created=True, looked_up=self.sees_sites)
             password = new_password()
             try:
                 self._add_static_site(domain, site_user, password)
@@ -170,7 +180,7 @@ class CloudPanelClient:
             CloudPanelError: clpctl or the gateway could not be run or reached.
             CloudPanelSetupError: the gateway refused the token or has no such route; every site would fail.
         """
-        look = not new_site
+        look = not new_site or dry_run  # nothing was made in a dry run: a site not found may exist and serve one
 
         def attempt():
             nonlocal look
@@ -222,6 +232,10 @@ class ClpctlClient(CloudPanelClient):
         self.clpctl = clpctl
         self.db_path = db_path
         self.lock_fd = lock_fd  # handed to every clpctl: the run lock lasts as long as the last clpctl does
+
+    @property
+    def sees_sites(self) -> bool:
+        return bool(self.db_path) and os.path.exists(self.db_path)
 
     def existing_site_user(self, domain: str) -> str | None:
         """Read CloudPanel's own database, read-only, the way CloudPanel's scripts do.

@@ -34,6 +34,7 @@ class MatomoClient:
         self.retry = retry
         self.timezone = timezone
         self.currency = currency
+        self._dry_run_sites = {}  # URL -> the domain a dry run would have made a Matomo site for, with that URL
 
     def find_site(self, domain: str) -> int | None:
         """The idSite tracking https://{domain}, or None.
@@ -64,6 +65,11 @@ class MatomoClient:
             logger.info("Matomo site exists already (idSite %d)", site_id)
             return site_id
         if dry_run:
+            planned = self.planned_site_of(domain)
+            if planned:
+                logger.info("Would use the Matomo site %s would get (dry run: nothing changed)", planned)
+                return None
+            self._dry_run_sites.update(dict.fromkeys(site_urls(domain), domain))
             logger.info("Would create a Matomo site (dry run: nothing changed)")
             return None
         params = {"siteName": domain}
@@ -77,6 +83,11 @@ class MatomoClient:
         site_id = _site_id(answer.get("value") if isinstance(answer, dict) else None, "addSite")
         logger.info("Matomo site created (idSite %d)", site_id)
         return site_id
+
+    def planned_site_of(self, domain: str) -> str | None:
+        """In a dry run, the domain whose Matomo site, not made, would track `domain`: itself, or its www./apex twin,
+        whose site the real run would find instead of making a second one."""
+        return self._dry_run_sites.get(f"https://{domain}")
 
     def check(self) -> str:
         """Read-only: the token works and belongs to a super user (addSite needs one).

@@ -482,19 +482,24 @@ def test_provision_ssl_unreachable_every_attempt_raises_transient_after_four_loo
 
 # --- dry run: looked up as in a run, nothing made ----------------------------------------------------------------
 
-def test_gateway_dry_run_names_the_site_user_it_would_create_and_sends_nothing(mocked, gateway, served, caplog):
+def test_gateway_dry_run_says_it_cannot_look_the_site_up_looks_at_the_certificate_and_sends_nothing(mocked, gateway,
+                                                                                                    served, caplog):
+    """The gateway cannot say whether a site exists: the certificate served is looked at all the same, so that a
+    site built already is not promised a certificate the run would not order."""
     caplog.set_level(logging.INFO)
+    served.answers = [VALID]
 
     site = gateway.create_static_site("example.com", dry_run=True)
     requested = gateway.provision_ssl("example.com", new_site=site.created, dry_run=True)
 
     user = site_user_for("example.com")
-    assert (site, site.site_user, requested) == (StaticSite(document_root(user, "example.com"), created=True), user,
-                                                 True)
-    assert len(mocked.calls) == 0 and served.looks == []  # a site not made yet has no certificate to look at
+    assert (site, site.site_user, requested) == (
+        StaticSite(document_root(user, "example.com"), created=True, looked_up=False), user, False)
+    assert len(mocked.calls) == 0 and served.looks == ["example.com"]
     assert caplog.messages == [
-        f"Would create CloudPanel site user {user} (dry run: nothing changed)",
-        "SSL: would request a Let's Encrypt certificate (the site was just created) (dry run: nothing changed)"]
+        f"Would create CloudPanel site user {user} unless the site exists already: sites cannot be looked up "
+        "through the gateway (dry run: nothing changed)",
+        "SSL: a valid certificate is served already (80 days left); not requesting another"]
 
 
 @pytest.mark.parametrize("answer, requested", [(VALID, False), (EXPIRING, True)])

@@ -135,6 +135,9 @@ class MemoryMatomo:
     def find_site(self, domain):
         return self.sites.get(domain)
 
+    def planned_site_of(self, domain):
+        return None
+
     def create_tracking_site(self, domain, dry_run=False):
         if domain in self.fail:
             raise MatomoError(self.fail[domain])
@@ -544,7 +547,8 @@ def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
 # --- a dry run is the run, with each side effect skipped where it is made -------------------------------------
 
 READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_rows_of_site"),
-             ("supabase", "assigned_server"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses")}
+             ("supabase", "assigned_server"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses"),
+             ("matomo", "planned_site_of")}
 
 
 class Recorded:
@@ -582,6 +586,11 @@ def every_kind_of_row(retry):
     return services, calls
 
 
+def changes(calls):
+    """The calls that may change something, in order (not the dry run's flag)."""
+    return [call[:2] for call in calls if call[:2] not in READ_ONLY]
+
+
 def state(services):
     return (repr(services.supabase.rows), repr(services.cloudpanel.sites), services.cloudpanel.certificates,
             repr(services.matomo.sites))
@@ -597,7 +606,7 @@ def test_a_dry_run_takes_every_step_the_run_takes_and_each_change_is_told_it_is_
 
     _, outcomes = run(dry, dry_run=True, matomo_backfill=5)
 
-    assert [call[:2] for call in dry_calls] == [call[:2] for call in real_calls]
+    assert changes(dry_calls) == changes(real_calls)  # it may ask more: what a site would become
     assert {call[:2] for call in real_calls} >= {("supabase", "claim"), ("supabase", "note"),
                                                  ("cloudpanel", "create_static_site"), ("cloudpanel", "provision_ssl"),
                                                  ("matomo", "create_tracking_site"),

@@ -117,6 +117,8 @@ def test_dry_run_summary_counts_what_would_be_done_and_the_rows_a_service_left_p
         outcomes.add(position, SiteOutcome(position, f"s{position}.example", outcome))
 
     assert summary_line(outcomes, dry_run=True) == (
-        "Run finished: 2 would be processed, 1 left pending (service unreachable), 1 live sites would get their "
-        "Matomo site (dry run: nothing changed)")
+        "Run finished: 2 would be processed (1 would fail), 1 left pending (service unreachable), 1 live sites would "
+        "get their Matomo site (dry run: nothing changed)")
     assert outcomes.any_failure  # exit 1: a dry run that cannot reach a service says so, as a run would
+    assert [line.split()[:2] for line in table_lines(outcomes, failures_only=True)] == [  # -q: what would go wrong
+        ["domain", "outcome"], ["s1.example", "would"], ["s2.example", "postponed"]]
