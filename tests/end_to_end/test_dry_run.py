@@ -68,9 +68,10 @@ def build_for_real(standins, domain):
 
 # -- 1. every kind of row, both transports: nothing changes anywhere ---------------------------------------------
 
-@pytest.mark.parametrize("options", [("--workers", "8", "--json"), ("--limit", "3", "--json"), ("-q", "--json")],
-                         ids=["workers-8", "limit-3", "quiet"])
-@pytest.mark.parametrize("transport", ["clpctl", "gateway"])
+@pytest.mark.parametrize("transport, options", [("clpctl", ("--workers", "8", "--json")),
+                                                ("gateway", ("--workers", "8", "--json")),
+                                                ("clpctl", ("--limit", "3", "--json")), ("gateway", ("-q", "--json"))],
+                         ids=["clpctl-workers-8", "gateway-workers-8", "clpctl-limit-3", "gateway-quiet"])
 def test_dry_run_changes_nothing_for_every_kind_of_row(request, transport, options, httpserver):
     standins = standins_of(request, transport)
     built = "built.example.test"
@@ -120,8 +121,8 @@ def test_dry_run_changes_nothing_for_every_kind_of_row(request, transport, optio
 @pytest.mark.parametrize("setup", ["clpctl", "gateway", "clpctl without CloudPanel's database"])
 def test_dry_run_of_a_site_already_built_promises_no_certificate_the_real_run_does_not_order(request, setup):
     """A valid certificate served already: a real run orders none (Let's Encrypt allows five a week per set of
-    names); the dry run must not say it would order one. The old dry run (plan_site) looked at the served
-    certificate first whatever CloudPanel said."""
+    names); the dry run must not say it would order one, even where CloudPanel cannot say whether the site
+    exists: it looks at the served certificate."""
     standins = standins_of(request, "gateway" if setup == "gateway" else "clpctl")
     overrides = ({"CLOUDPANEL_DB_PATH": standins.dir + "/not-cloudpanels.sq3"} if "without" in setup else None)
     build_for_real(standins, "built.example.test")
@@ -230,8 +231,9 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS))
-@pytest.mark.parametrize("transport", ["clpctl", "gateway"])
+@pytest.mark.parametrize("transport, fault", [("clpctl", fault) for fault in FAULTS]
+                         + [("gateway", "matomo echoes the token and the request")],
+                         ids=[f"clpctl-{fault}" for fault in FAULTS] + ["gateway-matomo echoes the token and the request"])
 def test_dry_run_against_a_hostile_service_changes_nothing_and_leaks_nothing(request, transport, fault):
     standins = standins_of(request, transport)
     where, hook, exit_code, expected = FAULTS[fault]

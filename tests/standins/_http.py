@@ -11,7 +11,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from ._servers import ConnectionServer, Startable
+from ._servers import POLL_INTERVAL, ConnectionServer, Startable
 from .faults import Fault
 
 
@@ -131,7 +131,7 @@ class HTTPStandin(Startable):
         self._server = _Server(("127.0.0.1", self._port), _Handler, self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
             name=f"{self.name}-{self._port}", daemon=True)
         self._thread.start()
         return self

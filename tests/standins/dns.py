@@ -36,7 +36,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ._servers import ConnectionServer, StandinServer, Startable
+from ._servers import POLL_INTERVAL, ConnectionServer, StandinServer, Startable
 
 
 _TCP_IDLE_SECONDS = 5.0           # a TCP connection with no next query for this long is closed
@@ -287,7 +287,7 @@ class FakeDns(Startable):
         self._servers = servers
         for server in servers:
             kind = "udp" if isinstance(server, _UdpServer) else "tcp"
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                                       name=f"dns-{kind}-{self._port}", daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -11,7 +11,7 @@ import time
 import traceback
 from datetime import datetime, timedelta, timezone
 
-from ._servers import Startable
+from ._servers import POLL_INTERVAL, Startable
 from .faults import Fault
 
 LETS_ENCRYPT_LIFETIME = timedelta(days=90)
@@ -68,7 +68,7 @@ class FakeHttpsServer(Startable):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         sock.listen(256)
-        sock.settimeout(0.2)
+        sock.settimeout(POLL_INTERVAL)  # the accept loop looks this often whether stop() was asked
         self._port = sock.getsockname()[1]
         self._sock = sock
         self._stopping.clear()
