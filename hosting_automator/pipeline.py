@@ -43,7 +43,8 @@ class Pipeline:
     """Walks the pending sites. `services` gives .supabase, .cloudpanel, .matomo, .dns, and this server's
     .server_name and .server_addresses (None and empty on a single server)."""
 
-    def __init__(self, services: "Services", options: RunOptions, stop_event: threading.Event | None = None):
+    def __init__(self, services: "Services", options: RunOptions,
+                 stop_event: threading.Event | None = None) -> None:
         self.services = services
         self.options = options
         self.stop_event = stop_event or threading.Event()

@@ -91,7 +91,7 @@ class CloudPanelClient:
     operation again as a whole (look up, then create) while it fails transiently."""
 
     def __init__(self, *, retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"],
-                 concurrency: int = 1):
+                 concurrency: int = 1) -> None:
         self.retry = retry  # a core.retry.RetryPolicy
         self.served_certificate = served_certificate  # domain -> ServedCertificate, what the server serves now
         self._slots = threading.BoundedSemaphore(concurrency)  # CloudPanel's behaviour under parallel calls is undocumented
@@ -176,8 +176,9 @@ class CloudPanelClient:
         look.
 
         Raises:
-            CertificateError: clpctl could not install the certificate (`transient` when worth another run).
-            CloudPanelError: clpctl or the gateway could not be run or reached.
+            CertificateError: the certificate was not installed: clpctl's reason, or the gateway could not be reached
+                for it (`transient` when worth another run).
+            CloudPanelError: clpctl is missing or cannot be run.
             CloudPanelSetupError: the gateway refused the token or has no such route; every site would fail.
         """
         look = not new_site or dry_run  # nothing was made in a dry run: a site not found may exist and serve one
@@ -227,7 +228,7 @@ class ClpctlClient(CloudPanelClient):
 
     def __init__(self, clpctl: str = "clpctl", db_path: str | None = None, concurrency: int = 1,
                  lock_fd: int | None = None, *, retry: "RetryPolicy",
-                 served_certificate: Callable[[str], "ServedCertificate"]):
+                 served_certificate: Callable[[str], "ServedCertificate"]) -> None:
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         self.clpctl = clpctl
         self.db_path = db_path
@@ -335,7 +336,7 @@ class GatewayClient(CloudPanelClient):
     where_site_users_are_read = "through the gateway"
 
     def __init__(self, base_url: str, api_token: str, session: "requests.Session", concurrency: int = 1, *,
-                 retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"]):
+                 retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"]) -> None:
         super().__init__(retry=retry, served_certificate=served_certificate, concurrency=concurrency)
         base_url = base_url.rstrip("/")
         # the gateway's own README gives its base URL with /api; the routes below carry it already

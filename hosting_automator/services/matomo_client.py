@@ -27,7 +27,7 @@ def site_urls(domain: str) -> list[str]:
 
 class MatomoClient:
     def __init__(self, api_url: str, token: str, session: "requests.Session", retry: "RetryPolicy",
-                 timezone: str | None = None, currency: str | None = None):
+                 timezone: str | None = None, currency: str | None = None) -> None:
         self.api_url = api_url
         self.token = token
         self.session = session

@@ -35,7 +35,7 @@ class SupabaseClient:
     since core/retry.py is the one retry policy."""
 
     def __init__(self, url: str, service_key: str, table: str, timeout: float, retry: "RetryPolicy",
-                 pool_size: int = 1, server_name: str | None = None):
+                 pool_size: int = 1, server_name: str | None = None) -> None:
         """The clients are built here, once a run reaches Supabase.
 
         Raises:
@@ -82,7 +82,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         last_id = None
         while True:
@@ -115,7 +115,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
         """
         if error_message is not None:
             error_message = secret_values.excerpt(error_message, ERROR_MESSAGE_MAX)
@@ -124,13 +124,14 @@ class SupabaseClient:
         return self._conditional_update(site_id, values, self._as_read(read_status),
                                         f"record the outcome of site {site_id}", dry_run)
 
-    def claim(self, site_id: int | str, read_status: str = "pending", *, dry_run: bool = False, **still) -> bool:
+    def claim(self, site_id: int | str, read_status: str = "pending", *, dry_run: bool = False,
+              **still: object) -> bool:
         """Assign an unassigned row to this server while it is `read_status` (and its columns as `still` says);
         False when another server's claim came first.
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
         """
         claimed = self._conditional_update(site_id, {"hosting_server": self.server_name},
                                            {"status_hosting": read_status, "hosting_server": None, **still},
@@ -145,7 +146,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         query = (self._table().select("id,hosting_server,status_hosting")
                  .or_(f"domain.ilike.{domain},domain.ilike.{domain}.")
@@ -159,7 +160,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         last_id = None
         while True:
@@ -182,7 +183,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
         """
         conditions = {**self._as_read("active"), "matomo_id": None}
         return self._conditional_update(site_id, {"matomo_id": matomo_id}, conditions,
@@ -194,7 +195,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
         """
         return self._conditional_update(site_id, {"error_message": error_message}, self._as_read(read_status),
                                         f"note why site {site_id} waits", dry_run)
@@ -204,6 +205,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error.
+            SupabaseSetupError: the key was refused, or the table or a column is missing.
         """
         rows = self._execute(self._table().select("hosting_server").eq("id", site_id), f"re-read site {site_id}")
         return rows[0].get("hosting_server") if rows else None
@@ -256,7 +258,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         counts = collections.Counter()
         last_id = None
@@ -276,7 +278,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         rows = self.retry.call(lambda: self._execute(
             self._table().select("domain").eq("status_hosting", "active").order("id", desc=True).limit(1),
@@ -288,7 +290,7 @@ class SupabaseClient:
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
-            SupabaseSetupError: the table or a column is missing, or the key may read but not write.
+            SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
         self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
                         "read the table", service="Supabase")

@@ -1,4 +1,4 @@
-"""Crash and resume, the run lock and database faults (issue 3, points 1, 4 and 8): the real command, killed
+"""Crash and resume, the run lock and database faults: the real command, killed
 right after each step of a site and started again, ends exactly where an uninterrupted run ends, with no second
 CloudPanel site, Matomo site or certificate request."""
 

@@ -12,7 +12,8 @@ from hosting_automator.services.cloudpanel_client import site_user_for
 from tests.standins.clpctl_state import add_certificate_request, add_site, calls, certificate_requests, read_sites
 from tests.standins.dns import DnsFault, FakeDns
 from tests.standins.faults import Fault, once, times
-from tests.support.harness import add_pending, matomo_sites_by_name, run_job, standins_of, start_job, wait_for
+from tests.support.harness import (add_pending, matomo_sites_by_name, no_traceback, run_job, standins_of, start_job,
+                                   wait_for)
 
 HERE, ELSEWHERE = "198.51.100.7", "203.0.113.9"
 
@@ -52,10 +53,6 @@ def plans(document):
     for site in document["sites"]:
         found.setdefault(site["domain"], []).append(site["warning"] or "")
     return found
-
-
-def no_traceback(result):
-    assert "Traceback" not in result.log + result.stderr + result.stdout
 
 
 def build_for_real(standins, domain):

@@ -1,8 +1,8 @@
-"""The fleet, simulated (issue 12, item 5): three job processes standing for three CloudPanel servers web-1, web-2
+"""The fleet, simulated: three job processes standing for three CloudPanel servers web-1, web-2
 and web-3, each with its own clpctl stand-in, CloudPanel database, HTTPS endpoint, lock and log file, SERVER_NAME
 and SERVER_ADDRESSES; one PostgREST stand-in (the shared sites table), one Matomo stand-in and one DNS stand-in
 that says which server each domain lives on. The servers run at the same time, again and again as cron would,
-and are SIGKILLed at random. See tests/fleet.py.
+and are SIGKILLed at random. See tests/support/fleet.py.
 
 `pytest -m soak -s -k fleet` runs the soak variant (300 domains) and prints its figures."""
 

@@ -1,4 +1,4 @@
-"""Hostile rows, settings and services (issue 11), grouped by the rule each case holds the job to. Nearly every case
+"""Hostile rows, settings and services, grouped by the rule each case holds the job to. Nearly every case
 runs the real command against the stand-ins with a fault injected, and looks at what a hostile trial looks at: the
 rows, the exit code, the log, and how many CloudPanel sites, certificate orders and Matomo sites exist afterwards.
 Every run is also scanned for secrets (tests/support/harness.py); the cases about secrets assert it in place as well."""
@@ -17,8 +17,8 @@ from tests.standins import Fault
 from tests.standins.clpctl_state import (add_site, calls, certificate_requests, read_sites, received_passwords,
                                          write_control)
 from tests.standins.faults import once
-from tests.support.harness import (JOB_PATH, add_pending, matomo_sites_by_name, places_of, run_job, secret_characters,
-                                   secrets_of, standins_of, start_job, wait_for, watched)
+from tests.support.harness import (JOB_PATH, add_pending, matomo_sites_by_name, no_traceback, places_of, run_job,
+                                   secret_characters, secrets_of, standins_of, start_job, wait_for, watched)
 from tests.support.settings import LONG_LABEL
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # far deeper than Python's JSON reader recurses
@@ -75,11 +75,6 @@ def no_secret_in(standins, result, secrets):
     places = [("stdout", result.stdout), ("stderr", result.stderr), ("log", result.log)]
     places += [(f"row {r['id']}", r["error_message"] or "") for r in standins.postgrest.rows()]
     return secret_characters(places, secrets)
-
-
-def no_traceback(result):
-    assert "Traceback" not in result.stdout + result.stderr + result.log
-    assert "Logging error" not in result.stderr
 
 
 def html_page(text):
@@ -271,8 +266,7 @@ def test_gateway_certificate_order_without_an_answer_is_not_sent_again(gateway_s
 
 
 def test_gateway_refusing_a_create_with_503_is_tried_again_at_once(gateway_standins):
-    """The other side of the rule: a refusal (429, 503) says nothing was done, so it is retried in the run.
-    (Kept as a pin: the job before issue 11 already did this.)"""
+    """The other side of the rule: a refusal (429, 503) says nothing was done, so it is retried in the run."""
     standins = gateway_standins
     ids = add_pending(standins, "refused.example.test")
     standins.gateway.fault = once(Fault.status(503, {"success": False, "error": "Service Unavailable"}), to(ADD))
@@ -455,7 +449,7 @@ def test_check_never_shows_part_of_a_token_an_error_page_echoes(standins):
 
 
 def test_clpctl_echoing_its_arguments_after_a_long_message_never_shows_part_of_the_password(standins):
-    """Pinned, not new: the job before issue 11 masked clpctl's own output before cutting it already."""
+    """clpctl's own output is masked before it is cut, so no piece of the password survives the cut."""
     ids = add_pending(standins, "args.example.test")
     write_control(standins.control_path, {"args.example.test": {"site:add:static": "fail-echo:" + "w" * 270}})
 
@@ -610,7 +604,7 @@ def test_supabase_answering_json_nested_too_deep_to_the_read_aborts_with_a_messa
 
 def test_supabase_answering_json_nested_too_deep_to_a_write_leaves_the_row_for_the_next_run(standins):
     ids = add_pending(standins, "deep.example.test")
-    standins.postgrest.fault = lambda request: (  # the write of the outcome, not a claim of the row (issue 12)
+    standins.postgrest.fault = lambda request: (  # the write of the outcome, not a claim of the row
         Fault.status(200, DEEP_JSON, {"Content-Type": "application/json"})
         if request["method"] == "PATCH" and '"status_hosting"' in request["body"] else None)
 
@@ -682,8 +676,8 @@ def test_clpctl_without_cloudpanels_database_a_site_made_by_hand_fails_saying_wh
 
 
 def test_gateway_a_site_this_job_made_before_a_crash_resumes_with_its_true_doc_root(gateway_standins):
-    """Pinned, not new (issue 11 asks that it stays so): the job before issue 11 reached the same row, by a guess that
-    happened to be right."""
+    """Through the gateway no site user can be read: the site is known as this job's by its derived site user,
+    which clpctl says exists too, and its true document root is written, never a guess."""
     standins = gateway_standins
     add_site(standins.db_path, "crashed.example.test", site_user_for("crashed.example.test"))
     ids = add_pending(standins, "crashed.example.test")
@@ -793,8 +787,7 @@ def test_json_writes_its_document_also_when_the_run_stops_with_exit_2(standins, 
 
 
 def test_a_name_and_its_www_twin_share_one_matomo_site_as_readme_says(standins):
-    """The behaviour is a pin (one worker gave both rows the one Matomo site before issue 11 too); README saying
-    that it is intended is new."""
+    """One Matomo site tracks a name and its www. twin (its URLs name both), and README says so."""
     ids = add_pending(standins, "pair.example.test", "www.pair.example.test")
 
     result = run_job(standins)
@@ -835,7 +828,8 @@ def test_gateway_success_without_clpctls_success_line_fails_the_site(gateway_sta
 
 @pytest.mark.parametrize("route", [ADD, CERTIFICATE], ids=["site", "certificate"])
 def test_gateway_call_slower_than_http_timeout_is_waited_for_not_abandoned(gateway_standins, route):
-    """(The certificate case is a pin: the job before issue 11 waited 600 s for it.)"""
+    """The gateway answers once clpctl is done: a call slower than HTTP_TIMEOUT is waited for, up to the gateway's
+    own limit, not abandoned while clpctl still works."""
     standins = gateway_standins
     ids = add_pending(standins, "slow.example.test")
     standins.gateway.fault = once(Fault.delay(1.5), to(route))

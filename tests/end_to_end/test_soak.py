@@ -1,4 +1,4 @@
-"""The soak (issue 3, "Done when", and issue 11): 265 rows against stand-ins where about 20% of the calls to
+"""The soak: 265 rows against stand-ins where about 20% of the calls to
 Supabase, Matomo and the gateway fail transiently at random, some creates answer only after HTTP_TIMEOUT, 40 rows
 repeat a site under another spelling (upper case, a trailing dot), 8 workers run at once, and the job is SIGKILLed
 at random moments; the job runs again and again until no row is pending. Then every row must be active or failed

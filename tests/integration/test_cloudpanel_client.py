@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from hosting_automator.core.http import Session
 from hosting_automator.core.logging_setup import MASK, secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
 from hosting_automator.services import cloudpanel_client
@@ -414,11 +413,6 @@ def fake_gateway(tmp_path):
     with FakeGateway(tmp_path / "gateway.sq3", api_key=GATEWAY_TOKEN) as server:
         yield server
 
-
-@pytest.fixture
-def session():
-    with Session(timeout=5) as session:
-        yield session
 
 
 def test_gateway_check_against_fake_gateway_reports_key_accepted(fake_gateway, session, retry, served):

@@ -3,7 +3,6 @@ super-user hint. The recorded answers of Matomo 5.2: tests/unit/test_matomo_clie
 
 import pytest
 
-from hosting_automator.core.http import Session
 from hosting_automator.errors import MatomoError
 from hosting_automator.services.matomo_client import MatomoClient
 from tests.standins.matomo import SUPERUSER_MESSAGE, FakeMatomo
@@ -11,11 +10,6 @@ from tests.standins.matomo import SUPERUSER_MESSAGE, FakeMatomo
 TOKEN = "matomo-token-4f9e2a7c1b8d3e6f"
 ADD = "SitesManager.addSite"
 
-
-@pytest.fixture
-def session():
-    with Session(timeout=5) as session:
-        yield session
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A fleet of CloudPanel servers sharing one sites table (issue 12, item 5), for tests/end_to_end/test_fleet.py.
+"""A fleet of CloudPanel servers sharing one sites table, for tests/end_to_end/test_fleet.py.
 
 Each server has its own fake clpctl (a wrapper script with its own SQLite CloudPanel database), its own HTTPS
 stand-in reading that database (the served-certificate probe), its own lock and log file, SERVER_NAME and
@@ -251,7 +251,7 @@ class Fleet:
         return matomo_sites_by_name(self)
 
     def problems(self, expected_server, unpointed=()):
-        """Everything that differs from the end state the issue asks for: `expected_server` maps each pointed
+        """Everything that differs from the end state a fleet must reach: `expected_server` maps each pointed
         domain to the server its DNS names; `unpointed` domains must still be pending and unassigned, nowhere."""
         rows = {row["domain"]: row for row in self.postgrest.rows()}
         sites = {server.name: server.sites() for server in self.servers}

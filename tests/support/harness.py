@@ -270,3 +270,9 @@ def clpctl_processes(*db_paths):
         if markers & environ:
             pids.append(int(entry))
     return pids
+
+
+def no_traceback(result):
+    """A run's output and log hold no traceback, and logging itself never failed."""
+    assert "Traceback" not in result.stdout + result.stderr + result.log
+    assert "Logging error" not in result.stderr

@@ -24,7 +24,8 @@ def _no_process_and_no_socket(monkeypatch):
     monkeypatch.setattr(os, "fork", refuse("forked"))
     for name in ("connect", "connect_ex", "sendto", "listen"):
         monkeypatch.setattr(socket.socket, name, refuse(f"used a socket ({name})"))
-    yield
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("looked a name up"))
+    yield tried
     # the code under test may have caught the AssertionError: fail the test all the same
     assert not tried, f"a unit test {tried[0]}: move it to tests/integration/"
 

@@ -419,6 +419,20 @@ def test_rows_for_one_site_under_any_spelling_set_it_up_once_and_the_others_name
             "duplicate: row 1 is the same site (shop.example) and is set up instead of this one")
 
 
+@pytest.mark.parametrize("transient, outcome", [(True, "postponed"), (False, "would fail")])
+def test_a_dry_run_meeting_a_cloudpanel_failure_says_what_the_run_would_do_with_the_row(retry, transient, outcome):
+    """The dry run goes through the run's steps: a service it cannot reach leaves the row pending, a refusal fails
+    it, as the run would."""
+    services = MemoryServices([row(1, "a.example")], retry)
+    services.cloudpanel.create_static_site = lambda domain, dry_run: (_ for _ in ()).throw(
+        CloudPanelError("gateway: add the static site: HTTP 503", transient=transient))
+
+    _, outcomes = run(services, dry_run=True)
+
+    assert (outcomes[0].outcome, outcomes[0].error) == (outcome, "CloudPanel: gateway: add the static site: HTTP 503")
+    assert services.supabase.updates == [] and services.supabase.rows[1]["status_hosting"] == "pending"
+
+
 def test_duplicate_row_in_a_dry_run_is_reported_and_written_nowhere(retry):
     services = MemoryServices([row(1, "shop.example"), row(2, "SHOP.example")], retry)
 
@@ -600,7 +614,10 @@ def test_a_dry_run_takes_every_step_the_run_takes_and_each_change_is_told_it_is_
     """A step added to the run is in the dry run too, since both go through the same code; the dry run is safe as
     long as every call that may change something is told it is a dry run."""
     real, real_calls = every_kind_of_row(retry)
-    run(real, matomo_backfill=5)
+    _, real_outcomes = run(real, matomo_backfill=5)
+    assert [o.outcome for o in real_outcomes] == ["active", "active", "waiting for DNS", "failed", "failed",
+                                                  "Matomo added later"]
+    assert real.supabase.rows[6]["matomo_id"] == real.matomo.sites["live.example"]
     dry, dry_calls = every_kind_of_row(retry)
     before = state(dry)
 
