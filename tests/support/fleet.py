@@ -24,7 +24,7 @@ from pathlib import Path
 import trustme
 
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
-from tests.support.harness import matomo_sites_by_name, start_job, wait_for_orphans
+from tests.support.harness import kill_group, matomo_sites_by_name, start_job, wait_for_orphans
 from tests.standins import clpctl_state
 from tests.standins.__main__ import write_clpctl_wrapper
 from tests.standins.dns import FakeDns
@@ -221,7 +221,7 @@ class Fleet:
         hung = [run.server.name for run in runs if run.process.poll() is None or run.killed == "timeout"]
         for run in runs:
             if run.process.poll() is None:
-                _kill_group(run.process)
+                kill_group(run.process)
         wait_for_orphans(*self.servers)  # as the next cron run, minutes later, would
         if hung:
             raise AssertionError(f"runs of {hung} did not finish within {timeout} s")
@@ -312,7 +312,7 @@ def _wait(run, timeout, started):
         run.stdout, run.stderr = run.process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         run.killed = "timeout"
-        _kill_group(run.process)
+        kill_group(run.process)
     run.seconds = time.monotonic() - started
 
 
@@ -324,15 +324,3 @@ def _kill(run, why):
         except ProcessLookupError:
             return
         run.killed = why
-
-
-def _kill_group(process):
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        process.communicate(timeout=10)  # JobProcess keeps what it read, for the secret scan
-    except (subprocess.TimeoutExpired, ValueError):
-        pass
-

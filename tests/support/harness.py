@@ -86,19 +86,23 @@ def run_job(standins, *arguments, overrides=None, timeout=120, fast_retries=Fals
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process)
+        kill_group(process)
         raise AssertionError(f"the job did not finish within {timeout} s") from None
     result = JobResult(process.returncode, stdout, stderr, read_log(standins))
     watched.check()
     return result
 
 
-def _kill_group(process):
+def kill_group(process):
+    """SIGKILL a job started in a session of its own, with everything it started, and read what it left."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    process.communicate()
+    try:
+        process.communicate(timeout=10)  # JobProcess keeps what it read, for the secret scan
+    except (subprocess.TimeoutExpired, ValueError):  # a grandchild still holds the pipe, or it was read already
+        pass
 
 
 def wait_for(predicate, timeout=30.0, what="a condition"):
