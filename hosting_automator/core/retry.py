@@ -52,13 +52,15 @@ class RetryPolicy:
             delay = max(delay, min(float(retry_after), self.retry_after_cap))
         return delay
 
-    def call(self, operation: Callable[[], _T], what: str, service: str | None = None) -> _T:
+    def call(self, operation: Callable[[], _T], what: str, service: str | None = None,
+             error: type[ServiceError] | None = None) -> _T:
         """Return operation(); try again on a transient ServiceError while attempts and budget last.
 
         `service` names whom the operation asks (default: `what`). A service that asks for a wait longer than
-        retry_after_cap is not asked again this run: its later calls fail at once, transient, so their rows stay
-        as they are for the next run, and the rest of the run goes on. Any other error of the operation is let
-        out at once, untouched.
+        retry_after_cap is not asked again this run: its later calls fail at once, transient, with the class
+        `error` the caller handles (default: that of the error that paused the service; a certificate call and a
+        site call of one service raise different classes), so their rows stay as they are for the next run, and
+        the rest of the run goes on. Any other error of the operation is let out at once, untouched.
 
         Raises:
             ServiceError: the operation's own, when it is final, may have acted, or is still transient after the
@@ -70,7 +72,7 @@ class RetryPolicy:
         service = service or what
         paused = self._paused.get(service)
         if paused is not None:
-            raise paused.__class__(f"{what}: not asked: {paused}", transient=True)
+            raise (error or paused.__class__)(f"{what}: not asked: {paused}", transient=True)
         started = self.clock()
         attempt = 1
         while True:

@@ -2,7 +2,10 @@
 
 import html
 import logging
+import re
 from typing import TYPE_CHECKING
+
+import idna
 
 from hosting_automator.core.http import body_excerpt, send
 from hosting_automator.core.logging_setup import secret_values
@@ -17,12 +20,41 @@ logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "Unable to authenticate"
 NEEDS_SUPERUSER = "superuser"
+# addSite's refusal of a setting every site is created with: (Matomo's words, the setting, where valid values are)
+REFUSED_SETTINGS = (('The timezone "', "MATOMO_SITE_TIMEZONE", "SitesManager.getTimezonesList"),
+                    ('The currency "', "MATOMO_SITE_CURRENCY", "SitesManager.getCurrencyList"))
+# Matomo answers HTTP 500 while its database cannot be reached or is busy: connection refused or lost (2002, 2003,
+# 2006, 2013), too many connections (1040), lock wait timeout (1205), deadlock (1213), and SQLSTATE's class 08
+# (connection exceptions) and 40001 (serialisation failure). These pass; any other 500 is a fault to fix.
+_DATABASE_BUSY = re.compile(r"SQLSTATE\[(?:08\w{3}|40001)\]|SQLSTATE\[HY000\] \[(?:2002|2003|2006|2013|1040|1205|1213)\]")
 
 
 def site_urls(domain: str) -> list[str]:
     """The main URL first, then the www./apex twin, which the certificate covers too."""
-    twin = domain[4:] if domain.startswith("www.") else f"www.{domain}"
-    return [f"https://{domain}", f"https://{twin}"]
+    return [f"https://{domain}", f"https://{twin_of(domain)}"]
+
+
+def twin_of(domain: str) -> str:
+    return domain[4:] if domain.startswith("www.") else f"www.{domain}"
+
+
+def spellings(domain: str) -> list[str]:
+    """The ASCII name, then its Unicode spelling when it has one: Matomo stores a URL as it was given, so a site
+    made by hand as https://münchen.example is found only under that spelling. The job creates sites under the
+    ASCII (punycode) name, the host name browsers report to the tracker."""
+    try:
+        unicode = idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        return [domain]
+    return [domain] if unicode == domain else [domain, unicode]
+
+
+def _host(url: object) -> str | None:
+    """The host of a URL Matomo lists for a site, lower-cased, without scheme, port, path or final dot."""
+    if not isinstance(url, str):
+        return None
+    host = url.strip().split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    return host.split(":", 1)[0].rstrip(".").lower() or None
 
 
 class MatomoClient:
@@ -35,20 +67,55 @@ class MatomoClient:
         self.timezone = timezone
         self.currency = currency
         self._dry_run_sites = {}  # URL -> the domain a dry run would have made a Matomo site for, with that URL
+        self._refused_setting = None  # set when addSite refused a setting every site is made with: asked no more
 
     def find_site(self, domain: str) -> int | None:
-        """The idSite tracking https://{domain}, or None.
+        """The idSite tracking `domain`, or None.
+
+        Matomo's URL look-up drops every "www." of a URL, so it also answers sites of other names (awww.example
+        finds aexample's): an id is taken only when the site's own URLs name `domain` or its www./apex twin, in
+        either spelling. Among those, a site whose main URL is `domain` wins, then one whose main URL is its twin,
+        then one that has it as an alias; Matomo's order decides ties.
 
         Raises:
             MatomoError: Matomo could not be reached, refused the token, or answered something that is not an id.
         """
-        answer = self._call("SitesManager.getSitesIdFromSiteUrl", {"url": f"https://{domain}"})
+        names = spellings(domain)
+        own = set(names)
+        ours = own | {twin_of(name) for name in names}
+        best = None
+        for site_id in self._ids_for_urls(names):
+            hosts = self._hosts_of(site_id)
+            if not hosts or not set(hosts) & ours:
+                continue
+            rank = 0 if hosts[0] in own else 1 if hosts[0] in ours else 2
+            if rank == 0:
+                return site_id
+            if best is None or rank < best[0]:
+                best = (rank, site_id)
+        return best[1] if best else None
+
+    def _ids_for_urls(self, names):
+        """The ids getSitesIdFromSiteUrl answers for https://<name>, each name in turn, without repeats."""
+        ids = []
+        for name in names:
+            answer = self._call("SitesManager.getSitesIdFromSiteUrl", {"url": f"https://{name}"})
+            if not isinstance(answer, list):
+                raise MatomoError(f"getSitesIdFromSiteUrl answered {secret_values.excerpt(str(answer), 80)!r} where a "
+                                  "list was expected")
+            for item in answer:
+                site_id = _site_id(item.get("idsite") if isinstance(item, dict) else None, "getSitesIdFromSiteUrl")
+                if site_id not in ids:
+                    ids.append(site_id)
+        return ids
+
+    def _hosts_of(self, site_id):
+        """The hosts of a site's URLs, its main URL first."""
+        answer = self._call("SitesManager.getSiteUrlsFromId", {"idSite": site_id})
         if not isinstance(answer, list):
-            raise MatomoError(f"getSitesIdFromSiteUrl answered {secret_values.excerpt(str(answer), 80)!r} where a list "
+            raise MatomoError(f"getSiteUrlsFromId answered {secret_values.excerpt(str(answer), 80)!r} where a list "
                               "was expected")
-        if not answer:
-            return None
-        return _site_id(answer[0].get("idsite") if isinstance(answer[0], dict) else None, "getSitesIdFromSiteUrl")
+        return [_host(url) for url in answer]
 
     def create_tracking_site(self, domain: str, dry_run: bool = False) -> int | None:
         """The idSite of `domain`, creating the site when Matomo has none; every attempt looks it up first. In a dry
@@ -57,7 +124,8 @@ class MatomoClient:
         Raises:
             MatomoError: Matomo could not be reached, refused the token, or answered something that is not an id.
         """
-        return self.retry.call(lambda: self._find_or_add(domain, dry_run), "Matomo", service="Matomo")
+        return self.retry.call(lambda: self._find_or_add(domain, dry_run), "Matomo", service="Matomo",
+                               error=MatomoError)
 
     def _find_or_add(self, domain, dry_run):
         site_id = self.find_site(domain)
@@ -72,6 +140,8 @@ class MatomoClient:
             self._dry_run_sites.update(dict.fromkeys(site_urls(domain), domain))
             logger.info("Would create a Matomo site (dry run: nothing changed)")
             return None
+        if self._refused_setting:
+            raise MatomoError(f"not asked: {self._refused_setting} (refused earlier in this run)")
         params = {"siteName": domain}
         for index, url in enumerate(site_urls(domain)):
             params[f"urls[{index}]"] = url
@@ -79,10 +149,25 @@ class MatomoClient:
             params["timezone"] = self.timezone
         if self.currency:
             params["currency"] = self.currency
-        answer = self._call("SitesManager.addSite", params, creates=True)
+        try:
+            answer = self._call("SitesManager.addSite", params, creates=True)
+        except MatomoError as err:
+            self._note_refused_setting(err)
+            raise
         site_id = _site_id(answer.get("value") if isinstance(answer, dict) else None, "addSite")
         logger.info("Matomo site created (idSite %d)", site_id)
         return site_id
+
+    def _note_refused_setting(self, err):
+        """A timezone or currency Matomo refuses fails every addSite alike: said once, with the fix, and not sent
+        again this run (the sites still go live, without tracking)."""
+        for words, setting, listing in REFUSED_SETTINGS:
+            if words in str(err) and not self._refused_setting:
+                value = self.timezone if setting == "MATOMO_SITE_TIMEZONE" else self.currency
+                self._refused_setting = f"Matomo refuses {setting}={value}"
+                logger.error("%s: %s; set it to a value of %s (--check lists whether it is accepted) or leave it "
+                             "unset for Matomo's default; no Matomo site is created this run", self._refused_setting,
+                             err, listing)
 
     def planned_site_of(self, domain: str) -> str | None:
         """In a dry run, the domain whose Matomo site, not made, would track `domain`: itself, or its www./apex twin,
@@ -102,7 +187,30 @@ class MatomoClient:
                               "create MATOMO_API_TOKEN as a super user (Administration → Personal → Security)")
         version = self._call("API.getMatomoVersion", {})
         shown = version.get("value") if isinstance(version, dict) else version
-        return f"Matomo {shown} at {self.api_url}, token of a super user"
+        site_settings = self._check_site_settings()
+        return f"Matomo {shown} at {self.api_url}, token of a super user{site_settings}"
+
+    def _check_site_settings(self):
+        """Read-only: MATOMO_SITE_TIMEZONE and MATOMO_SITE_CURRENCY are among the values addSite accepts."""
+        accepted = []
+        for setting, value, method in (("MATOMO_SITE_TIMEZONE", self.timezone, "SitesManager.getTimezonesList"),
+                                       ("MATOMO_SITE_CURRENCY", self.currency, "SitesManager.getCurrencyList")):
+            if not value:
+                continue
+            answer = self._call(method, {})
+            if not isinstance(answer, dict):
+                raise MatomoError(f"{method} answered {secret_values.excerpt(str(answer), 80)!r} where a list of "
+                                  "values was expected")
+            # timezones come grouped ({"Europe": {"Europe/Berlin": "Germany"}, "UTC": {"UTC+5.5": …}}), currencies not
+            values = set(answer)
+            for group in answer.values():
+                if isinstance(group, dict):
+                    values.update(group)
+            if value not in values:
+                raise MatomoError(f"{setting}={value} is not a value Matomo accepts, so every addSite would fail: "
+                                  f"set it to one that {method} lists, or leave it unset for Matomo's default")
+            accepted.append(f"{setting}={value}")
+        return f"; {' and '.join(accepted)} accepted" if accepted else ""
 
     def _call(self, method, params, creates=False):
         """POST to the API: the token only in the form body (Matomo 5 refuses it in the URL)."""
@@ -116,7 +224,12 @@ class MatomoClient:
                               f"{body_excerpt(response)}") from err
         # Matomo reports most errors with HTTP 200: the body decides.
         if isinstance(answer, dict) and answer.get("result") == "error":
-            raise MatomoError(f"{method}: {_explain(html.unescape(str(answer.get('message') or 'no message')))}")
+            message = html.unescape(str(answer.get("message") or "no message"))
+            # Matomo's PHP request has ended: a refused database connection changed nothing, so even a create may
+            # be tried again, and every attempt looks up first
+            busy = response.status_code >= 500 and bool(_DATABASE_BUSY.search(message))
+            raise MatomoError(f"{method}: {'HTTP %d: ' % response.status_code if busy else ''}{_explain(message)}",
+                              transient=busy)
         if response.status_code != 200:
             raise MatomoError(f"{method}: HTTP {response.status_code}: {secret_values.excerpt(str(answer), 120)}")
         return answer

@@ -4,6 +4,7 @@ errors read from the body whatever the status, the network's failures sorted int
 reported and not followed, and a create that looks up again before every attempt. Over a real socket against the
 FakeMatomo stand-in: tests/integration/test_matomo_client.py."""
 
+import json
 import logging
 from http.client import RemoteDisconnected
 from urllib.parse import parse_qs, parse_qsl, urlsplit
@@ -21,7 +22,9 @@ from tests.standins.matomo import SUPERUSER_MESSAGE, TOKEN_MESSAGE
 API = "https://matomo.example/index.php"
 TOKEN = "matomo-token-4f9e2a7c1b8d3e6f"
 LOOKUP = "SitesManager.getSitesIdFromSiteUrl"
+URLS = "SitesManager.getSiteUrlsFromId"
 ADD = "SitesManager.addSite"
+EXAMPLE_URLS = '["https://example.com", "https://www.example.com"]'  # getSiteUrlsFromId of example.com's site
 TIMEOUT = 5
 
 
@@ -88,14 +91,14 @@ def test_create_tracking_site_absent_looks_up_then_adds_with_token_only_in_body(
                             ("urls[1]", "https://www.example.com"), ("token_auth", TOKEN)]
 
 
-@pytest.mark.parametrize("found, expected", [("[]", None), ('[{"idsite": "7"}]', 7)])
+@pytest.mark.parametrize("found, expected", [((), None), (((URLS, 200, EXAMPLE_URLS),), 7)])
 def test_dry_run_looks_the_site_up_and_adds_none(mocked, matomo, caplog, found, expected):
     caplog.set_level(logging.INFO)
-    script(mocked, (LOOKUP, 200, found))
+    script(mocked, (LOOKUP, 200, '[{"idsite": 7}]' if found else "[]"), *found)
 
     assert matomo.create_tracking_site("example.com", dry_run=True) == expected
 
-    assert methods_called(mocked) == [LOOKUP]
+    assert methods_called(mocked) == [LOOKUP] + [URLS] * len(found)
     assert caplog.messages == (["Would create a Matomo site (dry run: nothing changed)"] if expected is None
                                else ["Matomo site exists already (idSite 7)"])
 
@@ -142,10 +145,10 @@ def test_create_tracking_site_configured_timezone_and_currency_are_sent(mocked, 
 
 @pytest.mark.parametrize("answer, expected", [('[{"idsite": "5"}]', 5), ('[{"idsite": 12}, {"idsite": 13}]', 12)])
 def test_create_tracking_site_existing_site_returns_its_id_without_adding(mocked, matomo, answer, expected):
-    script(mocked, (LOOKUP, 200, answer))
+    script(mocked, (LOOKUP, 200, answer), (URLS, 200, EXAMPLE_URLS))
 
     assert matomo.create_tracking_site("example.com") == expected
-    assert methods_called(mocked) == [LOOKUP]
+    assert methods_called(mocked) == [LOOKUP, URLS]
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
@@ -259,10 +262,10 @@ def test_create_tracking_site_503_on_add_looks_up_again_before_adding_again(mock
 
 
 def test_create_tracking_site_503_after_add_took_effect_finds_it_and_adds_no_duplicate(mocked, matomo, sleeps):
-    script(mocked, (LOOKUP, 200, "[]"), (ADD, 503, ""), (LOOKUP, 200, '[{"idsite": "9"}]'))
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 503, ""), (LOOKUP, 200, '[{"idsite": "9"}]'), (URLS, 200, EXAMPLE_URLS))
 
     assert matomo.create_tracking_site("example.com") == 9
-    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP]
+    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP, URLS]
     assert sleeps == [0.75]
 
 
@@ -362,3 +365,124 @@ def test_check_super_user_reports_version(mocked, matomo):
 
     assert matomo.check() == f"Matomo 5.2.0 at {API}, token of a super user"
     assert all(dict(form_of(call.request)) == {"token_auth": TOKEN} for call in mocked.calls)
+
+
+# --- a look-up's answer confirmed by the site's own URLs -----------------------------------------------------------
+
+@pytest.mark.parametrize("urls_of, expected", [
+    # Matomo drops every "www." of the URL it looks up: awww.example's look-up answers aexample's site
+    ({3: ["https://aexample.test", "https://www.aexample.test"]}, None),
+    # the site whose main URL is this name wins over one that has it as an alias, whatever Matomo's order
+    ({3: ["https://other.test", "https://awww.example.test"], 4: ["https://awww.example.test"]}, 4),
+    # then one whose main URL is the www. twin, then an alias; any scheme, case, port or path
+    ({3: ["https://x.test", "http://AWWW.example.test:8080/"], 4: ["http://www.awww.example.test/shop"]}, 4),
+    ({3: ["https://x.test", "https://awww.example.test"]}, 3),
+])
+def test_find_site_takes_only_an_id_whose_own_urls_name_the_domain_main_url_first(mocked, matomo, urls_of, expected):
+    script(mocked, (LOOKUP, 200, json.dumps([{"idsite": site_id} for site_id in urls_of])),
+           *[(URLS, 200, json.dumps(urls)) for urls in urls_of.values()])
+
+    assert matomo.find_site("awww.example.test") == expected
+
+    lookups = [dict(form_of(call.request)) for call in mocked.calls]
+    assert [(each.get("url"), each.get("idSite")) for each in lookups] == (
+        [("https://awww.example.test", None)] + [(None, str(site_id)) for site_id in urls_of])
+
+
+def test_a_look_up_answering_another_names_site_makes_a_site_of_its_own(mocked, matomo):
+    script(mocked, (LOOKUP, 200, '[{"idsite": 3}]'), (URLS, 200, '["https://aexample.test"]'),
+           (ADD, 200, '{"value": 8}'))
+
+    assert matomo.create_tracking_site("awww.example.test") == 8
+    assert methods_called(mocked) == [LOOKUP, URLS, ADD]
+
+
+def test_an_internationalised_name_is_looked_up_in_both_spellings_and_created_in_punycode(mocked, matomo):
+    """Matomo stores a URL as given: a site made by hand as https://münchen.example is found only so."""
+    script(mocked, (LOOKUP, 200, "[]"), (LOOKUP, 200, '[{"idsite": 6}]'), (URLS, 200, '["https://münchen.example"]'))
+
+    assert matomo.create_tracking_site("xn--mnchen-3ya.example") == 6
+    assert [dict(form_of(call.request)).get("url") for call in mocked.calls[:2]] == [
+        "https://xn--mnchen-3ya.example", "https://münchen.example"]
+
+    mocked.reset()
+    script(mocked, (LOOKUP, 200, "[]"), (LOOKUP, 200, "[]"), (ADD, 200, '{"value": 9}'))
+    assert matomo.create_tracking_site("xn--mnchen-3ya.example") == 9
+    add = dict(form_of(mocked.calls[2].request))
+    assert (add["siteName"], add["urls[0]"], add["urls[1]"]) == (
+        "xn--mnchen-3ya.example", "https://xn--mnchen-3ya.example", "https://www.xn--mnchen-3ya.example")
+
+
+# --- the site settings: checked read-only, a refusal said once ----------------------------------------------------
+
+TIMEZONES = '{"Europe": {"Europe/Berlin": "Germany"}, "UTC": {"UTC": "UTC", "UTC+5.5": "UTC+5:30"}}'
+CURRENCIES = '{"EUR": "Euro (\u20ac)", "USD": "US Dollar ($)"}'
+CHECK = [("UsersManager.hasSuperUserAccess", 200, '{"value": true}'), ("API.getMatomoVersion", 200, '{"value": "5.0.2"}')]
+
+
+@pytest.mark.parametrize("timezone, currency, expected", [
+    ("Europe/Berlin", "EUR", "MATOMO_SITE_TIMEZONE=Europe/Berlin and MATOMO_SITE_CURRENCY=EUR accepted"),
+    ("UTC+5.5", None, "MATOMO_SITE_TIMEZONE=UTC+5.5 accepted"),
+    ("US/Eastern", "EUR", "MATOMO_SITE_TIMEZONE=US/Eastern is not a value Matomo accepts"),
+    ("UTC", "XYZ", "MATOMO_SITE_CURRENCY=XYZ is not a value Matomo accepts"),
+])
+def test_check_validates_timezone_and_currency_against_matomos_own_lists(mocked, session, retry, timezone, currency,
+                                                                         expected):
+    lists = [("SitesManager.getTimezonesList", 200, TIMEZONES)] + (
+        [("SitesManager.getCurrencyList", 200, CURRENCIES)] if currency and timezone != "US/Eastern" else [])
+    script(mocked, *CHECK, *lists)
+    client = MatomoClient(API, TOKEN, session, retry, timezone=timezone, currency=currency)
+
+    if "not a value" in expected:
+        with pytest.raises(MatomoError, match=expected.replace(".", r"\.").replace("+", r"\+")):
+            client.check()
+    else:
+        assert client.check().endswith(f"token of a super user; {expected}")
+    assert ADD not in methods_called(mocked)
+
+
+def test_a_refused_timezone_is_said_once_and_not_sent_again_this_run(mocked, session, retry, caplog):
+    refused = '{"result": "error", "message": "The timezone &quot;Mars\\/Olympus&quot; is not valid. Please enter a valid timezone."}'
+    script(mocked, (LOOKUP, 200, "[]"), (ADD, 200, refused), (LOOKUP, 200, "[]"), (LOOKUP, 200, "[]"))
+    client = MatomoClient(API, TOKEN, session, retry, timezone="Mars/Olympus")
+
+    with pytest.raises(MatomoError) as first:
+        client.create_tracking_site("a.example")
+    with pytest.raises(MatomoError) as second:
+        client.create_tracking_site("b.example")
+    with pytest.raises(MatomoError):
+        client.create_tracking_site("c.example")
+
+    assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP, LOOKUP]  # an existing site is still found and used
+    assert 'The timezone "Mars/Olympus" is not valid' in str(first.value)
+    assert str(second.value) == "not asked: Matomo refuses MATOMO_SITE_TIMEZONE=Mars/Olympus (refused earlier in this run)"
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "MATOMO_SITE_TIMEZONE=Mars/Olympus" in errors[0] and "getTimezonesList" in errors[0]
+
+
+# --- which of Matomo's HTTP 500 answers pass --------------------------------------------------------------------
+
+@pytest.mark.parametrize("message, transient", [
+    ("SQLSTATE[HY000] [2002] Connection refused", True),
+    ("SQLSTATE[HY000] [2002] No such file or directory", True),
+    ("SQLSTATE[HY000] [2006] MySQL server has gone away", True),
+    ("SQLSTATE[HY000] [1040] Too many connections", True),
+    ("SQLSTATE[40001]: Serialization failure: 1213 Deadlock found", True),
+    ("SQLSTATE[08S01]: Communication link failure", True),
+    ("SQLSTATE[42S02]: Base table or view not found: 1146 Table 'matomo.matomo_site' doesn't exist", False),
+    ("SQLSTATE[HY000] [1045] Access denied for user 'matomo'@'localhost'", False),
+    ("Allowed memory size of 134217728 bytes exhausted", False),
+])
+def test_a_500_for_a_database_that_cannot_be_reached_is_tried_again_others_are_not(mocked, matomo, sleeps, message,
+                                                                                   transient):
+    body = json.dumps({"result": "error", "message": message})
+    script(mocked, (LOOKUP, 500, body), *([(LOOKUP, 200, "[]"), (ADD, 200, '{"value": 4}')] if transient else []))
+
+    if transient:
+        assert matomo.create_tracking_site("example.com") == 4
+        assert len(sleeps) == 1
+    else:
+        with pytest.raises(MatomoError) as caught:
+            matomo.create_tracking_site("example.com")
+        assert not caught.value.transient and message.split(":")[0] in str(caught.value)
+        assert sleeps == []

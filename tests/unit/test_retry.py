@@ -3,7 +3,7 @@
 import pytest
 
 from hosting_automator.core.http import retry_after_seconds
-from hosting_automator.errors import CloudPanelError, MatomoError
+from hosting_automator.errors import CertificateError, CloudPanelError, MatomoError
 from tests.support.retries import fast_retry_policy
 
 
@@ -65,6 +65,22 @@ def test_retry_after_beyond_the_cap_pauses_that_service_for_the_run_with_one_war
     assert caught.value.transient  # the row stays as read, for the next run
     warnings = [record for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and "gateway asked to wait 900 s" in warnings[0].getMessage()
+
+
+def test_a_paused_service_fails_each_later_call_with_the_class_that_call_handles(retry):
+    """A 429 on the certificate call pauses CloudPanel: the next site's CloudPanel step must get a CloudPanelError,
+    which it handles, not the CertificateError that paused the service."""
+    with pytest.raises(CertificateError):
+        retry.call(Flaky([CertificateError("HTTP 429", transient=True, retry_after=900)]), "SSL", service="CloudPanel",
+                   error=CertificateError)
+
+    with pytest.raises(CloudPanelError) as site_step:
+        retry.call(Flaky([]), "CloudPanel", service="CloudPanel", error=CloudPanelError)
+    with pytest.raises(CertificateError) as certificate_step:
+        retry.call(Flaky([]), "SSL", service="CloudPanel", error=CertificateError)
+
+    assert type(site_step.value) is CloudPanelError and site_step.value.transient
+    assert type(certificate_step.value) is CertificateError and certificate_step.value.transient
 
 
 def test_budget_stops_retrying_when_the_next_wait_would_exceed_it(sleeps):
