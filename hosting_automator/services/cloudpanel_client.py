@@ -39,6 +39,8 @@ SITE_ADDED = "has been added"
 CERTIFICATE_INSTALLED = "Certificate installation was successful"
 DOMAIN_EXISTS = "domainName: This value already exists"
 SITE_USER_EXISTS = "siteUser: This value already exists"
+KILLED_OR_SILENT = "Command failed: "  # the gateway's answer for a clpctl that printed nothing, killed or not
+SITE_USER = re.compile(r"^[a-z][-a-z0-9_]{2,31}$")  # CloudPanel's rule for a site user
 
 
 def site_user_for(domain: str) -> str:
@@ -119,7 +121,8 @@ class CloudPanelClient:
             CloudPanelError: the site could not be looked up or made (`transient` when worth another run).
             CloudPanelSetupError: the gateway refused the token or has no such route; every site would fail.
         """
-        return self.retry.call(lambda: self._find_or_add_site(domain, dry_run), "CloudPanel", service="CloudPanel")
+        return self.retry.call(lambda: self._find_or_add_site(domain, dry_run), "CloudPanel", service="CloudPanel",
+                               error=CloudPanelError)
 
     def _find_or_add_site(self, domain, dry_run):
         with self._slots:
@@ -137,7 +140,7 @@ class CloudPanelClient:
                 return StaticSite(document_root(site_user, domain), created=True, looked_up=self.sees_sites)
             password = new_password()
             try:
-                self._add_static_site(domain, site_user, password)
+                said = self._add_static_site(domain, site_user, password)
             except CloudPanelError as err:
                 if DOMAIN_EXISTS in str(err):
                     return self._existing_site(domain, site_user, SITE_USER_EXISTS in str(err))
@@ -146,8 +149,23 @@ class CloudPanelClient:
                         f"site user {site_user} exists already but not for {domain}: remove the stale "
                         f"Linux or CloudPanel user {site_user}, or the site that owns it") from err
                 raise
+            return self._made_site(domain, site_user, said)
+
+    def _made_site(self, domain, site_user, said):
+        """The site clpctl answered success for, judged by its effect where sites can be looked up (clpctl's
+        wording is not documented, and the gateway may drop it), by clpctl's own success line where they cannot."""
+        listed_user = self.existing_site_user(domain)
+        if listed_user:
+            logger.info("CloudPanel site created (site user %s)", listed_user)
+            return StaticSite(document_root(listed_user, domain), created=True)
+        if SITE_ADDED not in said:
+            raise CloudPanelError(f"{self.transport_label('site:add:static')} reported no success: {clpctl_reason(said)}")
+        if self.sees_sites:
+            logger.warning("CloudPanel site created, clpctl says, but it is not yet found %s (site user %s)",
+                           self.where_site_users_are_read, site_user)
+        else:
             logger.info("CloudPanel site created (site user %s)", site_user)
-            return StaticSite(document_root(site_user, domain), created=True)
+        return StaticSite(document_root(site_user, domain), created=True)
 
     def _existing_site(self, domain, derived_user, derived_user_exists):
         """A site that exists already. Only a site user read or known is returned, never a guess: when CloudPanel's
@@ -199,11 +217,27 @@ class CloudPanelClient:
                 return True
             logger.info("SSL: requesting a Let's Encrypt certificate (%s)", reason)
             with self._slots:
-                self._install_certificate(domain)
-            logger.info("Let's Encrypt certificate installed")
+                said = self._install_certificate(domain)
+            self._confirm_certificate(domain, said)
             return True
 
-        return self.retry.call(attempt, "SSL", service="CloudPanel")
+        return self.retry.call(attempt, "SSL", service="CloudPanel", error=CertificateError)
+
+    def _confirm_certificate(self, domain, said):
+        """Installed when the endpoint now serves a valid certificate for `domain`; where it does not (nginx may not
+        have reloaded yet), when clpctl said so in its own words."""
+        served = self.served_certificate(domain)
+        if served.valid:
+            logger.info("Let's Encrypt certificate installed: %s", served.reason.replace(" already", " now"))
+        elif CERTIFICATE_INSTALLED in said:
+            logger.info("Let's Encrypt certificate installed, clpctl says (not served yet: %s)", served.reason)
+        else:
+            raise CertificateError(f"{self.transport_label('lets-encrypt:install:certificate')} reported no success: "
+                                   f"{clpctl_reason(said)}; and {served.reason}")
+
+    def transport_label(self, command: str) -> str:
+        """Who ran `command`, as error messages name it."""
+        return f"clpctl {command}"
 
     def check(self) -> str:
         """Read-only: a line saying the transport works.
@@ -266,22 +300,23 @@ class ClpctlClient(CloudPanelClient):
         return row[0] if row and row[0] else None
 
     def _add_static_site(self, domain, site_user, password):
-        self._run(["site:add:static", f"--domainName={domain}", f"--siteUser={site_user}",
-                   f"--siteUserPassword={password}"], SITE_COMMAND_TIMEOUT, SITE_ADDED, CloudPanelError)
+        return self._run(["site:add:static", f"--domainName={domain}", f"--siteUser={site_user}",
+                          f"--siteUserPassword={password}"], SITE_COMMAND_TIMEOUT, CloudPanelError)
 
     def _install_certificate(self, domain):
-        self._run(["lets-encrypt:install:certificate", f"--domainName={domain}"],
-                  CERTIFICATE_COMMAND_TIMEOUT, CERTIFICATE_INSTALLED, CertificateError)
+        return self._run(["lets-encrypt:install:certificate", f"--domainName={domain}"],
+                         CERTIFICATE_COMMAND_TIMEOUT, CertificateError)
 
     def check(self) -> str:
-        output = self._run(["--version"], 30, "", CloudPanelError)
+        output = self._run(["--version"], 30, CloudPanelError)
         if os.geteuid() != 0:
             raise CloudPanelError(f"{clpctl_reason(output)} found, but this job runs as uid {os.geteuid()}, "
                                   "and clpctl's site and certificate commands exist only for root")
         return f"{clpctl_reason(output)}, run as root"
 
-    def _run(self, arguments, timeout, success_text, error):
-        """Run clpctl with an argument list (never a shell); success needs exit 0 and clpctl's success line."""
+    def _run(self, arguments, timeout, error):
+        """Run clpctl with an argument list (never a shell); its output when it exits 0 (what that output means
+        is for the caller to judge)."""
         command = arguments[0]
         logger.debug("Running %s %s", self.clpctl, secret_values.mask(" ".join(arguments)))
         try:
@@ -305,8 +340,6 @@ class ClpctlClient(CloudPanelClient):
                         "finished", transient=True, may_have_acted=True)
         if process.returncode != 0:
             raise error(f"clpctl {command} failed: {clpctl_reason(output, process.returncode)}")
-        if success_text not in output:
-            raise error(f"clpctl {command} reported no success: {clpctl_reason(output)}")
         return output
 
     def _start(self, command):
@@ -331,9 +364,12 @@ def _kill_group(process):
 
 class GatewayClient(CloudPanelClient):
     """Talks to a clpctl HTTP gateway (cloudpanel-api), which runs clpctl through a shell and answers with its
-    output. It cannot say who owns an existing site, and it kills every clpctl after GATEWAY_CLPCTL_LIMIT."""
+    output, and lists the sites it finds under /home/<site user>/htdocs/<domain> (GET /lists/api/sites, which needs
+    no key). It stops every clpctl after GATEWAY_CLPCTL_LIMIT."""
 
-    where_site_users_are_read = "through the gateway"
+    where_site_users_are_read = "in the gateway's site listing (GET /lists/api/sites)"
+    LABELS = {"site:add:static": "gateway: add the static site: clpctl",
+              "lets-encrypt:install:certificate": "gateway: install the certificate: clpctl"}
 
     def __init__(self, base_url: str, api_token: str, session: "requests.Session", concurrency: int = 1, *,
                  retry: "RetryPolicy", served_certificate: Callable[[str], "ServedCertificate"]) -> None:
@@ -343,15 +379,58 @@ class GatewayClient(CloudPanelClient):
         self.base_url = base_url[:-len("/api")] if base_url.endswith("/api") else base_url
         self.session = session
         self.headers = {"X-API-Key": api_token}
+        self._has_listing = None  # None until asked; False: this gateway has no site listing
+        self._no_listing = ""  # why, as the gateway answered
+
+    @property
+    def sees_sites(self) -> bool:
+        return self._has_listing is not False
+
+    def transport_label(self, command: str) -> str:
+        return self.LABELS.get(command, f"gateway: clpctl {command}")
+
+    def existing_site_user(self, domain: str) -> str | None:
+        """The site user the gateway's listing names for `domain`, or None (also when it has no listing).
+
+        Raises:
+            CloudPanelError: the gateway could not be reached (`transient`).
+        """
+        if self._has_listing is False:
+            return None
+        sites = self._listed_sites()
+        if sites is None:
+            logger.warning("The gateway lists no sites (%s): a site that exists cannot be looked up, and clpctl's "
+                           "words decide what happened", self._no_listing)
+            return None
+        for site in sites:
+            if isinstance(site, dict) and str(site.get("domain") or "").lower() == domain:
+                user = site.get("user")
+                if isinstance(user, str) and SITE_USER.match(user):
+                    return user
+        return None
+
+    def _listed_sites(self):
+        """The gateway's site listing, or None when it has none (remembered for the run, with the reason)."""
+        response = send(self.session, "GET", self.base_url + "/lists/api/sites", error=CloudPanelError,
+                        what="gateway: list the sites")
+        try:
+            sites = response.json() if response.status_code == 200 else None
+        except (ValueError, RecursionError):
+            sites = None
+        self._has_listing = isinstance(sites, list)
+        if not self._has_listing:
+            self._no_listing = f"GET /lists/api/sites answered HTTP {response.status_code}: {_gateway_reason(response)}"
+            return None
+        return sites
 
     def _add_static_site(self, domain, site_user, password):
-        self._post("/api/site/add/static", {"domainName": domain, "siteUser": site_user,
-                                            "siteUserPassword": password}, "add the static site", SITE_ADDED,
-                   CloudPanelError)
+        return self._post("/api/site/add/static", {"domainName": domain, "siteUser": site_user,
+                                                   "siteUserPassword": password}, "add the static site",
+                          CloudPanelError)
 
     def _install_certificate(self, domain):
-        self._post("/api/letsencrypt/install-certificate", {"domainName": domain}, "install the certificate",
-                   CERTIFICATE_INSTALLED, CertificateError)
+        return self._post("/api/letsencrypt/install-certificate", {"domainName": domain}, "install the certificate",
+                          CertificateError)
 
     def check(self) -> str:
         """Read-only: the gateway answers, accepts the key, and has its routes where CLOUDPANEL_API_URL says."""
@@ -366,9 +445,13 @@ class GatewayClient(CloudPanelClient):
         if response.status_code != 200:
             raise CloudPanelError(f"gateway answered HTTP {response.status_code} to a read-only request: "
                                   f"{_gateway_reason(response)}")
-        return f"gateway {self.base_url} reachable, key accepted"
+        sites = self._listed_sites()
+        listing = (f"its site listing shows {len(sites)} sites" if sites is not None else
+                   f"it lists no sites ({self._no_listing}), so a site made by hand cannot be looked up")
+        return f"gateway {self.base_url} reachable, key accepted; {listing}"
 
-    def _post(self, path, payload, what, success_text, error):
+    def _post(self, path, payload, what, error):
+        """clpctl's output as the gateway answered it (exit 0), as lines of text."""
         # The gateway answers once clpctl is done or killed: wait a little longer than its limit, and no longer.
         response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
                         error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, creates=True,
@@ -382,12 +465,14 @@ class GatewayClient(CloudPanelClient):
             raise error(f"gateway: {what}: HTTP {response.status_code} with a body that is not JSON: "
                         f"{body_excerpt(response)}")
         if response.status_code == 200 and body.get("success") is True:
-            # success means clpctl exited 0, and clpctl exits 0 after some errors: its own success line decides
-            output = body.get("data")
-            shown = output if isinstance(output, str) else json.dumps(output)
-            if success_text not in shown:
-                raise error(f"gateway: {what}: clpctl reported no success: {clpctl_reason(shown)}")
-            return body
+            return _said(body.get("data"))
+        details = body.get("details")
+        if response.status_code == 500 and isinstance(details, str) and details.startswith(KILLED_OR_SILENT):
+            # node's own message, which the gateway gives when clpctl printed nothing: also what it answers when
+            # it stopped clpctl at its limit, through a shell that leaves clpctl running to its end
+            raise error(f"gateway: {what}: HTTP 500, clpctl printed nothing: the gateway answers so when it stops a "
+                        f"clpctl that ran {GATEWAY_CLPCTL_LIMIT} s, and clpctl may still finish; the row is left for "
+                        "the next run, which looks first", transient=True, may_have_acted=True)
         raise error(f"gateway: {what}: HTTP {response.status_code}: {_gateway_reason(response, body)}")
 
     def _refuse_setup_errors(self, response, what):
@@ -421,12 +506,28 @@ def _gateway_reason(response, body=None):
     return clpctl_reason(details or str(body.get("error") or "no reason given"))
 
 
+def _said(data):
+    """The gateway's `data` back as clpctl's lines: it gives the output as a string, a list of lines, or, when any
+    line looks like "Key: value", only those lines as an object."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, list):
+        return "\n".join(str(line) for line in data)
+    if isinstance(data, dict):
+        return "\n".join(f"{key}: {value}" for key, value in data.items())
+    return ""
+
+
 def _gateway_retry_after(response):
-    """The gateway says how long to wait in its JSON body (`retryAfter`), not in a header."""
+    """The wait the gateway asks for: its Retry-After header holds what is left of its rate-limit window; the
+    JSON body's `retryAfter` always says the whole window (900 s), so it counts only without the header."""
+    header = header_retry_after(response)
+    if header is not None:
+        return header
     try:
         body = response.json()
     except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict) and body.get("retryAfter") is not None:
         return retry_after_seconds(body["retryAfter"])
-    return header_retry_after(response)
+    return None

@@ -247,11 +247,12 @@ def test_provision_ssl_success_records_one_certificate_request(clpctl_client, fa
 
     client.provision_ssl("example.com")
 
-    assert served.looks == ["example.com"]
+    assert served.looks == ["example.com", "example.com"]  # before the order, and after it to see it served
     assert [row["domain_name"] for row in clpctl_state.certificate_requests(fake_db)] == ["example.com"]
     assert clpctl_state.calls(fake_db)[-1]["argv"] == ["lets-encrypt:install:certificate",
                                                        "--domainName=example.com"]
-    assert "Let's Encrypt certificate installed" in caplog.messages
+    assert (f"Let's Encrypt certificate installed, clpctl says (not served yet: {served.answers[0].reason})"
+            in caplog.messages)
 
 
 def test_provision_ssl_domain_not_validated_raises_certificate_error_with_acme_detail(clpctl_client, fake_db,
@@ -388,7 +389,7 @@ def test_provision_ssl_expiring_served_certificate_orders_one_saying_why(clpctl_
 
     clpctl_client(db_path=fake_db).provision_ssl("example.com")
 
-    assert served.looks == ["example.com"]
+    assert served.looks == ["example.com", "example.com"]
     assert len(clpctl_state.certificate_requests(fake_db, "example.com")) == 1
     assert ("SSL: requesting a Let's Encrypt certificate (the certificate served expires in 5 days)"
             in caplog.messages)
@@ -401,7 +402,7 @@ def test_provision_ssl_new_site_orders_without_looking_at_what_is_served(clpctl_
 
     clpctl_client(db_path=fake_db).provision_ssl("example.com", new_site=True)
 
-    assert served.looks == []
+    assert served.looks == ["example.com"]  # only after the order, to see it served
     assert len(clpctl_state.certificate_requests(fake_db, "example.com")) == 1
     assert "SSL: requesting a Let's Encrypt certificate (the site was just created)" in caplog.messages
 

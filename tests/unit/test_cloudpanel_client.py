@@ -106,13 +106,56 @@ def gateway_session():
         yield session
 
 
+LIST_URL = GATEWAY_URL + "/lists/api/sites"
+
+
+class Listing:
+    """The gateway's site listing (GET /lists/api/sites): the sites a test puts in `sites`, as the gateway lists
+    /home/<user>/htdocs/<domain>; `status` 404 for a gateway without it; `asked` counts the look-ups."""
+
+    def __init__(self):
+        self.sites = []
+        self.status = 200
+        self.asked = 0
+
+    def add(self, domain, user):
+        self.sites.append({"domain": domain, "user": user, "path": f"/home/{user}/htdocs/{domain}"})
+
+    def __call__(self, request):
+        self.asked += 1
+        if self.status != 200:
+            return self.status, {}, json.dumps({"success": False, "error": "Endpoint not found"})
+        return 200, {}, json.dumps(self.sites)
+
+
 @pytest.fixture
-def gateway(gateway_session, retry, served):
+def mocked():
+    """Answers each URL's registered answers in turn (the last one from then on); every one must be asked for, but
+    the listing, which a gateway client asks whenever it looks a site up."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def listing(mocked):
+    listing = Listing()
+    mocked.add_callback(responses.GET, LIST_URL, callback=listing, content_type="application/json")
+    yield listing
+    mocked.remove(responses.GET, LIST_URL)
+
+
+@pytest.fixture
+def gateway(gateway_session, retry, served, listing):
     return GatewayClient(GATEWAY_URL, GATEWAY_TOKEN, gateway_session, retry=retry, served_certificate=served)
 
 
 def sent_json(call):
     return json.loads(call.request.body)
+
+
+def posted(mocked):
+    """The requests that were not look-ups in the site listing."""
+    return [call for call in mocked.calls if call.request.url != LIST_URL]
 
 
 def refused():
@@ -128,7 +171,7 @@ def test_gateway_create_static_site_posts_exact_json_with_api_key(mocked, gatewa
 
     user = site_user_for("example.com")
     assert site == StaticSite(f"/home/{user}/htdocs/example.com", created=True)
-    (call,) = mocked.calls
+    (call,) = posted(mocked)
     assert call.request.method == "POST"
     assert sent_json(call) == {"domainName": "example.com", "siteUser": user, "siteUserPassword": passwords[0]}
     assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
@@ -137,7 +180,8 @@ def test_gateway_create_static_site_posts_exact_json_with_api_key(mocked, gatewa
     assert secret_values.mask(passwords[0]) == MASK  # and for the rest of the run
 
 
-def test_gateway_create_static_site_made_by_hand_is_never_given_a_guessed_doc_root(mocked, gateway):
+def test_gateway_create_static_site_made_by_hand_is_never_given_a_guessed_doc_root(mocked, gateway, listing):
+    listing.status = 404  # a gateway without the site listing
     mocked.post(ADD_URL, status=500, json={"success": False, "error": "Failed to add static site",
                                            "details": "domainName: This value already exists.\n"})
 
@@ -145,8 +189,8 @@ def test_gateway_create_static_site_made_by_hand_is_never_given_a_guessed_doc_ro
         gateway.create_static_site("example.com")
 
     assert "exists in CloudPanel under a site user this job did not make, and its document root cannot be read " \
-           "through the gateway: write the row's doc_root" in str(caught.value)
-    assert len(mocked.calls) == 1
+           "in the gateway's site listing (GET /lists/api/sites): write the row's doc_root" in str(caught.value)
+    assert len(posted(mocked)) == 1
 
 
 @pytest.mark.parametrize("details, reason", [({"code": 1, "out": "boom"}, '{"code": 1, "out": "boom"}'), (5, "5")])
@@ -168,7 +212,7 @@ def test_gateway_create_static_site_500_without_details_says_failed_to_add(mocke
 
     assert str(caught.value) == "gateway: add the static site: HTTP 500: Failed to add static site"
     assert caught.value.transient is False
-    assert len(mocked.calls) == 1 and sleeps == []
+    assert len(posted(mocked)) == 1 and sleeps == []
 
 
 def test_gateway_create_static_site_400_validation_details_are_listed(mocked, gateway):
@@ -210,10 +254,11 @@ def test_gateway_500_details_echoing_the_command_line_never_show_the_password(mo
     with pytest.raises(CloudPanelError) as caught:
         gateway.create_static_site("example.com")
 
-    password = sent_json(mocked.calls[0])["siteUserPassword"]
-    assert str(caught.value) == ("gateway: add the static site: HTTP 500: Command failed: clpctl site:add:static "
-                                 f"--domainName=example.com --siteUser={site_user_for('example.com')} "
-                                 f"--siteUserPassword='{MASK}'")
+    password = sent_json(posted(mocked)[0])["siteUserPassword"]
+    assert str(caught.value) == ("gateway: add the static site: HTTP 500, clpctl printed nothing: the gateway answers "
+                                 "so when it stops a clpctl that ran 120 s, and clpctl may still finish; the row is "
+                                 "left for the next run, which looks first")
+    assert caught.value.transient and caught.value.may_have_acted  # the outcome is not known: not sent again
     assert password not in str(caught.value)
     assert all(password not in record.getMessage() for record in caplog.records)
 
@@ -253,13 +298,13 @@ def test_gateway_create_static_site_401_names_cloudpanel_api_token(mocked, gatew
 
 @pytest.mark.parametrize("base", [GATEWAY_URL + "/api", GATEWAY_URL + "/api/"])
 def test_gateway_base_url_given_with_api_as_its_readme_does_is_used_without_it(mocked, gateway_session, retry, served,
-                                                                              base):
+                                                                              listing, base):
     mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
     client = GatewayClient(base, GATEWAY_TOKEN, gateway_session, retry=retry, served_certificate=served)
 
     client.create_static_site("example.com")
 
-    assert mocked.calls[0].request.url == ADD_URL
+    assert posted(mocked)[0].request.url == ADD_URL
 
 
 def test_gateway_endpoint_not_found_stops_the_run_naming_cloudpanel_api_url(mocked, gateway, sleeps):
@@ -293,7 +338,7 @@ def test_gateway_create_static_site_429_waits_the_json_retry_after_then_adds(moc
 
     assert site.created is True
     assert sleeps == [42.0]
-    assert len(mocked.calls) == 2
+    assert len(posted(mocked)) == 2
 
 
 def test_gateway_create_static_site_429_every_time_raises_transient_with_json_retry_after(mocked, gateway, sleeps):
@@ -332,7 +377,7 @@ def test_gateway_create_static_site_connection_refused_is_transient_and_tried_fo
     assert caught.value.transient is True
     assert str(caught.value).startswith("gateway: add the static site: cannot connect (")
     assert "Connection refused" in str(caught.value)
-    assert len(mocked.calls) == 4 and sleeps == [0.75, 1.5, 3.0]
+    assert len(posted(mocked)) == 4 and sleeps == [0.75, 1.5, 3.0]
 
 
 def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(mocked, gateway, served):
@@ -340,11 +385,11 @@ def test_gateway_provision_ssl_waits_certificate_minutes_and_posts_domain(mocked
 
     gateway.provision_ssl("example.com")
 
-    (call,) = mocked.calls
+    (call,) = posted(mocked)
     assert sent_json(call) == {"domainName": "example.com"}
     assert call.request.headers["X-API-Key"] == GATEWAY_TOKEN
     assert call.request.req_kwargs["timeout"] == 130  # not 600: the gateway gives up on clpctl after 120 s
-    assert served.looks == ["example.com"]
+    assert served.looks == ["example.com", "example.com"]  # before the order, and after it to see it served
 
 
 def test_gateway_provision_ssl_failure_raises_certificate_error_with_clpctl_output(mocked, gateway, sleeps):
@@ -370,7 +415,7 @@ def record_looks(client, mocked, found_from=None):
     looks = []
 
     def existing_site_user(domain):
-        looks.append(len(mocked.calls))
+        looks.append(len(posted(mocked)))
         return found_from if found_from and len(looks) > 1 else None
 
     client.existing_site_user = existing_site_user
@@ -385,10 +430,10 @@ def test_create_static_site_503_on_add_looks_up_again_before_adding_again(mocked
     site = gateway.create_static_site("example.com")
 
     assert site.created is True
-    assert looks == [0, 1]  # before the first add, and again before the second
-    assert len(mocked.calls) == 2 and sleeps == [0.75]
+    assert looks == [0, 1, 2]  # before the first add, again before the second, and to see it made
+    assert len(posted(mocked)) == 2 and sleeps == [0.75]
     # a new password per attempt, each masked for the rest of the run
-    assert [sent_json(call)["siteUserPassword"] for call in mocked.calls] == passwords and len(set(passwords)) == 2
+    assert [sent_json(call)["siteUserPassword"] for call in posted(mocked)] == passwords and len(set(passwords)) == 2
     assert all(secret_values.mask(password) == MASK for password in passwords)
 
 
@@ -402,7 +447,7 @@ def test_create_static_site_add_timed_out_is_not_sent_again_this_run(mocked, gat
     assert str(caught.value) == ("gateway: add the static site: no answer within 130 s (timeout); it may still have "
                                  "been made, so it is not sent again this run")
     assert caught.value.transient and caught.value.may_have_acted
-    assert len(mocked.calls) == 1 and sleeps == []
+    assert len(posted(mocked)) == 1 and sleeps == []
 
 
 @pytest.mark.parametrize("status", [502, 504, 520])
@@ -413,7 +458,7 @@ def test_gateway_create_static_site_proxy_saying_the_gateway_failed_is_not_sent_
         gateway.create_static_site("example.com")
 
     assert caught.value.transient and caught.value.may_have_acted
-    assert len(mocked.calls) == 1 and sleeps == []
+    assert len(posted(mocked)) == 1 and sleeps == []
 
 
 def test_gateway_create_static_site_made_by_this_job_before_counts_as_made_with_its_true_doc_root(mocked, gateway,
@@ -427,7 +472,7 @@ def test_gateway_create_static_site_made_by_this_job_before_counts_as_made_with_
 
     user = site_user_for("example.com")
     assert site == StaticSite(document_root(user, "example.com"), created=False)
-    assert len(mocked.calls) == 1 and sleeps == []
+    assert len(posted(mocked)) == 1 and sleeps == []
     assert f"CloudPanel site exists already, made by this job (its site user {user} exists too)" in caplog.messages
 
 
@@ -442,7 +487,7 @@ def test_provision_ssl_order_timed_out_is_not_sent_again_this_run(mocked, gatewa
 
     assert caught.value.transient and caught.value.may_have_acted
     assert served.looks == ["example.com"]
-    assert len(mocked.calls) == 1 and sleeps == []
+    assert len(posted(mocked)) == 1 and sleeps == []
 
 
 def test_provision_ssl_new_site_connection_lost_mid_order_is_not_sent_again_this_run(mocked, gateway, served, sleeps):
@@ -453,7 +498,7 @@ def test_provision_ssl_new_site_connection_lost_mid_order_is_not_sent_again_this
         gateway.provision_ssl("example.com", new_site=True)
 
     assert caught.value.may_have_acted
-    assert served.looks == [] and len(mocked.calls) == 1 and sleeps == []
+    assert served.looks == [] and len(posted(mocked)) == 1 and sleeps == []
 
 
 def test_provision_ssl_refused_with_503_looks_again_and_orders_again(mocked, gateway, served, sleeps):
@@ -462,8 +507,8 @@ def test_provision_ssl_refused_with_503_looks_again_and_orders_again(mocked, gat
 
     gateway.provision_ssl("example.com")
 
-    assert served.looks == ["example.com", "example.com"]
-    assert len(mocked.calls) == 2 and sleeps == [0.75]
+    assert served.looks == ["example.com"] * 3  # before each order, and after the second to see it served
+    assert len(posted(mocked)) == 2 and sleeps == [0.75]
 
 
 def test_provision_ssl_unreachable_every_attempt_raises_transient_after_four_looks_and_orders(mocked, gateway,
@@ -477,16 +522,18 @@ def test_provision_ssl_unreachable_every_attempt_raises_transient_after_four_loo
     assert caught.value.transient is True
     assert str(caught.value) == "gateway: install the certificate: HTTP 503 Service Unavailable"
     assert served.looks == ["example.com"] * 4
-    assert len(mocked.calls) == 4 and sleeps == [0.75, 1.5, 3.0]
+    assert len(posted(mocked)) == 4 and sleeps == [0.75, 1.5, 3.0]
 
 
 # --- dry run: looked up as in a run, nothing made ----------------------------------------------------------------
 
 def test_gateway_dry_run_says_it_cannot_look_the_site_up_looks_at_the_certificate_and_sends_nothing(mocked, gateway,
-                                                                                                    served, caplog):
-    """The gateway cannot say whether a site exists: the certificate served is looked at all the same, so that a
-    site built already is not promised a certificate the run would not order."""
+                                                                                                    served, caplog,
+                                                                                                    listing):
+    """A gateway without the site listing cannot say whether a site exists: the certificate served is looked at
+    all the same, so that a site built already is not promised a certificate the run would not order."""
     caplog.set_level(logging.INFO)
+    listing.status = 404
     served.answers = [VALID]
 
     site = gateway.create_static_site("example.com", dry_run=True)
@@ -495,10 +542,12 @@ def test_gateway_dry_run_says_it_cannot_look_the_site_up_looks_at_the_certificat
     user = site_user_for("example.com")
     assert (site, site.site_user, requested) == (
         StaticSite(document_root(user, "example.com"), created=True, looked_up=False), user, False)
-    assert len(mocked.calls) == 0 and served.looks == ["example.com"]
+    assert len(posted(mocked)) == 0 and served.looks == ["example.com"]
     assert caplog.messages == [
+        "The gateway lists no sites (GET /lists/api/sites answered HTTP 404: Endpoint not found): a site that exists "
+        "cannot be looked up, and clpctl's words decide what happened",
         f"Would create CloudPanel site user {user} unless the site exists already: sites cannot be looked up "
-        "through the gateway (dry run: nothing changed)",
+        "in the gateway's site listing (GET /lists/api/sites) (dry run: nothing changed)",
         "SSL: a valid certificate is served already (80 days left); not requesting another"]
 
 
@@ -509,7 +558,7 @@ def test_dry_run_certificate_of_an_existing_site_looks_at_what_is_served_and_ord
 
     assert gateway.provision_ssl("example.com", dry_run=True) is requested
 
-    assert served.looks == ["example.com"] and len(mocked.calls) == 0
+    assert served.looks == ["example.com"] and len(posted(mocked)) == 0
 
 
 def test_clpctl_dry_run_reads_cloudpanels_database_and_runs_no_clpctl(tmp_path, retry, served, caplog):
@@ -528,3 +577,105 @@ def test_clpctl_dry_run_reads_cloudpanels_database_and_runs_no_clpctl(tmp_path, 
     assert clpctl_state.calls(db) == []
     assert f"Would create CloudPanel site user {site_user_for('new.example')} (dry run: nothing changed)" \
         in caplog.messages
+
+
+# --- the gateway's site listing, and success judged by what is there -----------------------------------------
+
+def test_gateway_site_made_by_hand_is_found_in_its_listing_with_its_true_doc_root_nothing_sent(mocked, gateway,
+                                                                                              listing):
+    listing.add("example.com", "hand-made")
+
+    site = gateway.create_static_site("example.com")
+
+    assert site == StaticSite("/home/hand-made/htdocs/example.com", created=False)
+    assert posted(mocked) == [] and listing.asked == 1
+
+
+@pytest.mark.parametrize("data", [{"Domain": "example.com", "Site User": "x"}, "Command completed successfully",
+                                  ["Site added.", "Done."]])
+def test_gateway_site_success_in_any_words_counts_once_the_listing_shows_it(mocked, gateway, listing, data):
+    """The gateway keeps only "Key: value" lines when there are any, and says "Command completed successfully" for
+    an empty output: what the listing shows decides, with the site user it names."""
+    def added(request):
+        listing.add("example.com", json.loads(request.body)["siteUser"])
+        return 200, {}, json.dumps({"success": True, "message": "Static site added successfully", "data": data})
+
+    mocked.add_callback(responses.POST, ADD_URL, callback=added, content_type="application/json")
+
+    site = gateway.create_static_site("example.com")
+
+    assert site == StaticSite(document_root(site_user_for("example.com"), "example.com"), created=True)
+    assert listing.asked == 2  # before the add, and after it
+
+
+def test_gateway_site_success_the_listing_does_not_show_fails_without_clpctls_words(mocked, gateway, listing):
+    mocked.post(ADD_URL, json={"success": True, "message": "Static site added successfully",
+                               "data": {"Error": "siteUser: This value is not valid."}})
+
+    with pytest.raises(CloudPanelError) as caught:
+        gateway.create_static_site("example.com")
+
+    assert str(caught.value) == ("gateway: add the static site: clpctl reported no success: Error: siteUser: This "
+                                 "value is not valid.")
+
+
+@pytest.mark.parametrize("answers, data, installed", [
+    ((NOT_SERVED, VALID), {"Domain": "example.com"}, True),  # served now: installed, whatever it printed
+    ((NOT_SERVED, NOT_SERVED), "Certificate installation was successful.", True),  # not served yet: its words
+    ((NOT_SERVED, NOT_SERVED), {"Domain": "example.com"}, False),  # neither
+])
+def test_gateway_certificate_is_judged_by_what_is_served_then_by_clpctls_words(mocked, gateway, served, answers, data,
+                                                                               installed):
+    served.answers = list(answers)
+    mocked.post(CERT_URL, json={"success": True, "message": "Let's Encrypt certificate installed successfully",
+                                "data": data})
+
+    if installed:
+        assert gateway.provision_ssl("example.com") is True
+    else:
+        with pytest.raises(CertificateError) as caught:
+            gateway.provision_ssl("example.com")
+        assert str(caught.value) == ("gateway: install the certificate: clpctl reported no success: Domain: "
+                                     f"example.com; and {NOT_SERVED.reason}")
+    assert served.looks == ["example.com", "example.com"]
+
+
+def test_gateway_certificate_command_stopped_at_the_gateways_limit_is_left_for_the_next_run(mocked, gateway, served,
+                                                                                             sleeps):
+    mocked.post(CERT_URL, status=500, json={
+        "success": False, "error": "Failed to install Let's Encrypt certificate",
+        "details": "Command failed: clpctl lets-encrypt:install:certificate --domainName=example.com\n"})
+
+    with pytest.raises(CertificateError) as caught:
+        gateway.provision_ssl("example.com")
+
+    assert caught.value.transient and caught.value.may_have_acted
+    assert len(posted(mocked)) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("status, body", [(500, {"success": False, "error": "Failed to retrieve sites list"}),
+                                          (200, {"not": "a list"})])
+def test_gateway_listing_that_fails_is_said_once_and_clpctls_words_decide(mocked, gateway, listing, caplog, status,
+                                                                          body):
+    mocked.replace(responses.GET, LIST_URL, status=status, json=body)
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
+    mocked.post(ADD_URL, json={"success": True, "message": "Static site added successfully",
+                               "data": "Site other.example has been added."})
+
+    gateway.create_static_site("example.com")
+    gateway.create_static_site("other.example")
+
+    asked = [call for call in mocked.calls if call.request.url == LIST_URL]
+    assert len(asked) == 1 and not gateway.sees_sites
+    assert sum("The gateway lists no sites" in message for message in caplog.messages) == 1
+
+
+def test_gateway_429_waits_what_its_retry_after_header_says_not_the_whole_window_in_its_body(mocked, gateway,
+                                                                                            sleeps):
+    mocked.post(ADD_URL, status=429, headers={"Retry-After": "12"},
+                json={"success": False, "error": "Too many requests", "retryAfter": 900})
+    mocked.post(ADD_URL, json=SITE_ADDED_ANSWER)
+
+    gateway.create_static_site("example.com")
+
+    assert sleeps == [12.0]
