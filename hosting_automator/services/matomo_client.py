@@ -3,6 +3,7 @@
 import html
 import logging
 import re
+import threading
 from typing import TYPE_CHECKING
 
 import idna
@@ -68,6 +69,7 @@ class MatomoClient:
         self.currency = currency
         self._dry_run_sites = {}  # URL -> the domain a dry run would have made a Matomo site for, with that URL
         self._refused_setting = None  # set when addSite refused a setting every site is made with: asked no more
+        self._lock = threading.Lock()  # workers share the client
 
     def find_site(self, domain: str) -> int | None:
         """The idSite tracking `domain`, or None.
@@ -152,22 +154,27 @@ class MatomoClient:
         try:
             answer = self._call("SitesManager.addSite", params, creates=True)
         except MatomoError as err:
-            self._note_refused_setting(err)
+            if self._refuses_a_setting(err):
+                raise MatomoError(self._refused_setting) from err
             raise
         site_id = _site_id(answer.get("value") if isinstance(answer, dict) else None, "addSite")
         logger.info("Matomo site created (idSite %d)", site_id)
         return site_id
 
-    def _note_refused_setting(self, err):
-        """A timezone or currency Matomo refuses fails every addSite alike: said once, with the fix, and not sent
-        again this run (the sites still go live, without tracking)."""
+    def _refuses_a_setting(self, err):
+        """Whether addSite refused a timezone or currency: every addSite would fail alike, so it is said once, with
+        Matomo's words and the fix, and not sent again this run (the sites still go live, without tracking)."""
         for words, setting, listing in REFUSED_SETTINGS:
-            if words in str(err) and not self._refused_setting:
+            if words in str(err):
                 value = self.timezone if setting == "MATOMO_SITE_TIMEZONE" else self.currency
-                self._refused_setting = f"Matomo refuses {setting}={value}"
-                logger.error("%s: %s; set it to a value of %s (--check lists whether it is accepted) or leave it "
-                             "unset for Matomo's default; no Matomo site is created this run", self._refused_setting,
-                             err, listing)
+                with self._lock:
+                    said, self._refused_setting = self._refused_setting, f"Matomo refuses {setting}={value}"
+                if not said:
+                    logger.error("%s: %s; set it to a value of %s (--check says whether it is accepted) or leave "
+                                 "it unset for Matomo's default; no Matomo site is created this run",
+                                 self._refused_setting, err, listing)
+                return True
+        return False
 
     def planned_site_of(self, domain: str) -> str | None:
         """In a dry run, the domain whose Matomo site, not made, would track `domain`: itself, or its www./apex twin,

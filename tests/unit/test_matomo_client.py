@@ -454,10 +454,11 @@ def test_a_refused_timezone_is_said_once_and_not_sent_again_this_run(mocked, ses
         client.create_tracking_site("c.example")
 
     assert methods_called(mocked) == [LOOKUP, ADD, LOOKUP, LOOKUP]  # an existing site is still found and used
-    assert 'The timezone "Mars/Olympus" is not valid' in str(first.value)
+    assert str(first.value) == "Matomo refuses MATOMO_SITE_TIMEZONE=Mars/Olympus"  # Matomo's words: in the ERROR
     assert str(second.value) == "not asked: Matomo refuses MATOMO_SITE_TIMEZONE=Mars/Olympus (refused earlier in this run)"
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     assert len(errors) == 1 and "MATOMO_SITE_TIMEZONE=Mars/Olympus" in errors[0] and "getTimezonesList" in errors[0]
+    assert 'The timezone "Mars/Olympus" is not valid' in errors[0]
 
 
 # --- which of Matomo's HTTP 500 answers pass --------------------------------------------------------------------
