@@ -40,14 +40,18 @@ def site(db_path, domain):
     return rows[0] if rows else None
 
 
-def add_site(db_path, domain, user, type_="static"):
-    """Pre-seed a site as if it had been created earlier (no call is recorded)."""
+def add_site(db_path, domain, user, type_="static", home=None):
+    """Pre-seed a site as if it had been created earlier (no call is recorded); with `home` (the folder that stands
+    for /home, FAKE_CLPCTL_HOME) also its <home>/<user>/htdocs/<domain>, which the real gateway's listing reads (the
+    gateway stand-in lists the sites of the SQLite file)."""
     conn = fake_clpctl.connect(db_path)
     try:
         conn.execute("INSERT INTO site (domain_name, user, type, root_directory, created_at) VALUES (?, ?, ?, ?, ?)",
                      (domain, user, type_, f"/home/{user}/htdocs/{domain}", fake_clpctl._now()))
     finally:
         conn.close()
+    if home:
+        os.makedirs(os.path.join(home, user, "htdocs", domain), exist_ok=True)
 
 
 def add_certificate_request(db_path, domain, requested_at=None):

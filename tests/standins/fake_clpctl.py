@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Fake CloudPanel `clpctl`: same commands, messages and exit codes as the real one (site:add:static,
-lets-encrypt:install:certificate, site:delete, --version), state in a SQLite file shaped like CloudPanel's.
+lets-encrypt:install:certificate, site:delete, user:list, --version), state in a SQLite file shaped like
+CloudPanel's.
 
 Environment: FAKE_CLPCTL_DB (the SQLite file, created if missing), FAKE_CLPCTL_CONTROL (optional JSON file,
-re-read at every call: {domain or "*": {command: behaviour}}), FAKE_CLPCTL_LATENCY_MS (sleep per call).
+re-read at every call: {domain or "*": {command: behaviour}}), FAKE_CLPCTL_LATENCY_MS (sleep per call),
+FAKE_CLPCTL_HOME (optional: site:add:static makes <home>/<siteUser>/htdocs/<domain>, as CloudPanel does under
+/home, and site:delete removes <home>/<siteUser>; the gateway's site listing reads those folders).
 Behaviours: "fail:<msg>", "error-exit0:<msg>", "silent-exit1", "hang", "kill-parent-after", "fail-once:<msg>",
-"fail-echo:<msg>" (exit 1, <msg> and then the whole command line, password included, as a verbose wrapper might).
+"fail-echo:<msg>" (exit 1, <msg> and then the whole command line, password included, as a verbose wrapper might),
+"slow:<seconds>" (sleeps that long, then does the work), "say:<text>" (does the work; when it succeeds, prints
+<text> instead of the usual line, nothing at all for an empty <text>).
 `run(argv, db_path, control_path=None)` holds the logic and is importable without side effects (the gateway
 stand-in uses it). Standard library only.
 """
@@ -13,6 +18,7 @@ stand-in uses it). Standard library only.
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -58,7 +64,11 @@ COMMANDS = {
     "lets-encrypt:install:certificate": {"options": ("domainName", "subjectAlternativeName"),
                                          "required": ("domainName",), "flags": ()},
     "site:delete": {"options": ("domainName",), "required": ("domainName",), "flags": ("force",)},
+    "user:list": {"options": (), "required": (), "flags": ()},
 }
+# The CloudPanel (admin) users user:list shows, in clpctl's Symfony table (the columns the gateway's docs show).
+PANEL_USERS = (("User Name", "First Name", "Last Name", "E-Mail", "Role", "Status"),
+               ("admin", "John", "Doe", "john.doe@example.test", "Admin", "Active"))
 GLOBAL_FLAGS = ("no-interaction", "n", "quiet", "q", "verbose", "v", "vv", "vvv", "ansi", "no-ansi")
 SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "nobody", "www-data", "clp", "mysql", "nginx",
                 "proftpd", "varnish", "ubuntu", "debian", "admin", "postfix"}
@@ -185,6 +195,14 @@ def _hang_for_real():
     time.sleep(600)
 
 
+def table(rows):
+    """Rows as Symfony Console prints a table: +---+ borders, a header row, one space of padding."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    line = lambda row: "|" + "|".join(f" {cell.ljust(w)} " for cell, w in zip(row, widths)) + "|"  # noqa: E731
+    return "\n".join([border, line(rows[0]), border] + [line(row) for row in rows[1:]] + [border])
+
+
 class Result:
     __slots__ = ("exit_code", "output", "kill_parent")
 
@@ -192,28 +210,29 @@ class Result:
         self.exit_code, self.output, self.kill_parent = exit_code, output, kill_parent
 
 
-def run(argv, db_path, control_path=None, hang=None):
+def run(argv, db_path, control_path=None, hang=None, home=None):
     """Run one clpctl command against the SQLite file; returns (exit_code, output)."""
-    r = run_detailed(argv, db_path, control_path, hang)
+    r = run_detailed(argv, db_path, control_path, hang, home=home)
     return r.exit_code, r.output
 
 
-def run_detailed(argv, db_path, control_path=None, hang=None):
+def run_detailed(argv, db_path, control_path=None, hang=None, slow=None, home=None):
     """Like run(), but returns a Result whose `kill_parent` says a kill-parent-after behaviour fired.
 
-    `hang` is called for the "hang" behaviour (default: start `sleep 600` and sleep 600 s); when it returns,
-    the command then does its work normally.
+    `hang` is called for the "hang" behaviour (default: start `sleep 600` and sleep 600 s), `slow(seconds)` for
+    "slow:<seconds>" (default time.sleep); when either returns, the command then does its work normally. `home`:
+    the folder that stands for /home (FAKE_CLPCTL_HOME), None for none.
     """
     conn = connect(db_path)
     try:
-        return run_on(conn, argv, control_path, hang)
+        return run_on(conn, argv, control_path, hang, slow=slow, home=home)
     finally:
         conn.close()
 
 
-def run_on(conn, argv, control_path=None, hang=None):
+def run_on(conn, argv, control_path=None, hang=None, slow=None, home=None):
     """run_detailed() on a connection from connect(), which a long-lived caller (the gateway) may keep."""
-    return _run(conn, list(argv), control_path, hang or _hang_for_real)
+    return _run(conn, list(argv), control_path, hang or _hang_for_real, slow or time.sleep, home)
 
 
 def _remember_passwords(conn, argv):
@@ -243,7 +262,7 @@ def _finish(conn, argv, code, output, call_id=None, kill_parent=False):
     return Result(code, output, kill_parent)
 
 
-def _run(conn, argv, control_path, hang):
+def _run(conn, argv, control_path, hang, slow, home):
     _remember_passwords(conn, argv)
     try:
         command, options, flags = parse(argv)
@@ -265,6 +284,7 @@ def _run(conn, argv, control_path, hang):
     behaviour = behaviour_for(read_control(control_path), domain, command)
     call_id = None
     kill_parent = False
+    say = None
     if behaviour is not None:
         kind, _, message = behaviour.partition(":")
         if kind == "fail":
@@ -278,6 +298,11 @@ def _run(conn, argv, control_path, hang):
         if kind == "hang":
             call_id = _record(conn, argv, None)
             hang()
+        elif kind == "slow":
+            call_id = _record(conn, argv, None)
+            slow(float(message or 0))
+        elif kind == "say":
+            say = message
         elif kind == "kill-parent-after":
             kill_parent = True
         elif kind == "fail-once":
@@ -292,6 +317,8 @@ def _run(conn, argv, control_path, hang):
                 return Result(1, message)
             conn.execute("COMMIT")
 
+    if command == "user:list":
+        return _finish(conn, argv, 0, table(PANEL_USERS) if say is None else say, call_id)
     conn.execute("BEGIN IMMEDIATE")
     try:
         if command == "site:add:static":
@@ -300,12 +327,25 @@ def _run(conn, argv, control_path, hang):
             code, output = _install_certificate(conn, options)
         else:
             code, output = _site_delete(conn, options, flags)
+        if code == 0 and say is not None:
+            output = say
         result = _finish(conn, argv, code, output, call_id, kill_parent and code == 0)
         conn.execute("COMMIT")
-        return result
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    if home and code == 0:
+        _site_folders(home, command, options)
+    return result
+
+
+def _site_folders(home, command, options):
+    """The site's folder under `home` as CloudPanel keeps it under /home: made by site:add:static (with its user's
+    home), and the user's home removed by site:delete."""
+    if command == "site:add:static":
+        os.makedirs(os.path.join(home, options["siteUser"], "htdocs", options["domainName"]), exist_ok=True)
+    elif command == "site:delete" and options.get("siteUser"):
+        shutil.rmtree(os.path.join(home, options["siteUser"]), ignore_errors=True)
 
 
 def _site_add_static(conn, o):
@@ -346,6 +386,8 @@ def _site_delete(conn, o, flags):
         return 1, f'Site "{domain}" does not exist.'
     if "force" not in flags:
         return 1, "Aborted. Use --force to delete the site without confirmation."
+    # the site's user, whose home _site_folders() then removes
+    o["siteUser"] = conn.execute("SELECT user FROM site WHERE domain_name = ?", (domain,)).fetchone()[0]
     conn.execute("DELETE FROM site WHERE domain_name = ?", (domain,))
     return 0, f"Site {domain} has been deleted."
 
@@ -359,7 +401,8 @@ def main(argv=None):
     latency_ms = float(os.environ.get("FAKE_CLPCTL_LATENCY_MS") or 0)
     if latency_ms > 0:
         time.sleep(latency_ms / 1000.0)
-    result = run_detailed(argv, db_path, os.environ.get("FAKE_CLPCTL_CONTROL") or None)
+    result = run_detailed(argv, db_path, os.environ.get("FAKE_CLPCTL_CONTROL") or None,
+                          home=os.environ.get("FAKE_CLPCTL_HOME") or None)
     if result.output:
         sys.stdout.write(result.output + "\n")
     sys.stdout.flush()
