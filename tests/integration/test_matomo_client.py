@@ -1,5 +1,5 @@
 """The Matomo client over a real socket against the FakeMatomo stand-in: one site made and found again, and the
-super-user hint. The recorded answers of Matomo 5.2: tests/unit/test_matomo_client.py."""
+super-user hint. The recorded answers of Matomo 5.0.2: tests/unit/test_matomo_client.py."""
 
 import pytest
 
@@ -28,7 +28,8 @@ def test_create_tracking_site_against_fake_matomo_creates_one_site_and_finds_it_
     assert fake_matomo.sites == {first: {"name": "www.example.com", "timezone": "UTC", "currency": "EUR",
                                          "urls": ["https://www.example.com", "https://example.com"]}}
     assert all("token_auth" not in request["query"] for request in fake_matomo.requests_log)
-    assert client.check() == f"Matomo 5.2.0 at {fake_matomo.url}/index.php, token of a super user"
+    assert client.check() == (f"Matomo 5.0.2 at {fake_matomo.url}/index.php, token of a super user; "
+                              "MATOMO_SITE_TIMEZONE=UTC and MATOMO_SITE_CURRENCY=EUR accepted")
 
 
 def test_create_tracking_site_against_fake_matomo_without_super_user_raises_hint(session, retry):
