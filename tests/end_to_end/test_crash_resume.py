@@ -175,8 +175,8 @@ GATEWAY_STEPS = [
                  f"[{TARGET}] CloudPanel: gateway: add the static site: no whole answer came (Remote end closed "
                  "connection without response); it may still have been made, so it is not sent again this run; the "
                  "row stays pending and the next run tries again",
-                 f"[{TARGET}] CloudPanel site exists already, made by this job (its site user "
-                 f"{site_user_for(TARGET)} exists too)", id="site-added"),
+                 f"[{TARGET}] CloudPanel site exists already (site user {site_user_for(TARGET)})",  # the listing
+                 id="site-added"),
     pytest.param("/api/letsencrypt/install-certificate",
                  f"[{TARGET}] SSL: gateway: install the certificate: no whole answer came (Remote end closed "
                  "connection without response); it may still have been made, so it is not sent again this run; the "

@@ -419,9 +419,10 @@ def fake_gateway(tmp_path):
 def test_gateway_check_against_fake_gateway_reports_key_accepted(fake_gateway, session, retry, served):
     answer = GatewayClient(fake_gateway.url, GATEWAY_TOKEN, session, retry=retry, served_certificate=served).check()
 
-    assert answer == f"gateway {fake_gateway.url} reachable, key accepted"
+    assert answer == f"gateway {fake_gateway.url} reachable, key accepted; its site listing shows 0 sites"
     assert [(r["method"], r["path"]) for r in fake_gateway.requests_log] == [("GET", "/health"),
-                                                                             ("GET", "/api/user/list")]
+                                                                             ("GET", "/api/user/list"),
+                                                                             ("GET", "/lists/api/sites")]
     assert fake_gateway.requests_log[1]["headers"]["x-api-key"] == GATEWAY_TOKEN
 
 
