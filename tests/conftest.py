@@ -81,11 +81,12 @@ def no_proxy_or_ca_bundle_from_the_machine(monkeypatch):
 
 @pytest.fixture
 def socket_timeouts(monkeypatch):
-    """Every timeout the test's own thread sets on a socket: the wait the HTTP client gives the server."""
+    """Every timeout the test's own thread, or a request it makes (core.http.within), sets on a socket: the wait
+    the HTTP client gives the server."""
     seen, real, test_thread = [], socket.socket.settimeout, threading.get_ident()
 
     def recording(sock, value):
-        if threading.get_ident() == test_thread:
+        if threading.get_ident() == test_thread or threading.current_thread().name == "request":
             seen.append(value)
         return real(sock, value)
 

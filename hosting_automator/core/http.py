@@ -1,12 +1,14 @@
 """The requests session the gateway, Matomo and pings share; the one place failures are sorted transient or final."""
 
+import contextvars
 import email.utils
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import urllib3
@@ -22,6 +24,73 @@ TRANSIENT_STATUSES = {429, 502, 503, 504, 520}  # 520: Cloudflare's "the origin 
 REFUSED_STATUSES = {429, 503}  # the service turned the request away: nothing was done
 UNANSWERED_CREATE = "; it may still have been made, so it is not sent again this run"
 _ERRNO = re.compile(r"\[Errno [^\]]+\][^'\")]*")
+# No answer of a service comes near this (a page of 1,000 rows is well under a megabyte); a larger one is refused
+# before it is read whole, so that memory stays flat whatever a service sends.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+class DeadlineExceeded(requests.Timeout):
+    """The whole exchange (connect, send, every byte of the answer) took longer than its deadline. A timeout of
+    requests or httpx bounds each read, not the exchange: a service that drips its answer never meets one."""
+
+
+class AnswerTooLarge(requests.RequestException):
+    """A service answered more than MAX_ANSWER_BYTES."""
+
+
+def within(seconds: float, call: Callable[[], _T]) -> _T:
+    """call(), which makes one request, or DeadlineExceeded once `seconds` have passed. It runs in a thread of its
+    own (a daemon: a request that never ends does not hold up the end of the run), in this thread's context, so
+    its log lines keep the site they are about."""
+    outcome = {}
+    finished = threading.Event()
+    context = contextvars.copy_context()
+
+    def run():
+        try:
+            outcome["value"] = context.run(call)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = err
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="request", daemon=True).start()
+    if not finished.wait(seconds):
+        raise DeadlineExceeded(f"no answer within {seconds:g} s (timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def too_large(length: int | None, what: str = "") -> str:
+    """The message for an answer past MAX_ANSWER_BYTES."""
+    size = f"{length:,} bytes" if length is not None else f"more than {MAX_ANSWER_BYTES:,} bytes"
+    return f"{what}the answer is {size}, more than the {MAX_ANSWER_BYTES:,} any real answer takes"
+
+
+def declared_length(headers: Any) -> int | None:
+    """The Content-Length a service declared, or None."""
+    value = str(headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+class _BoundedBody:
+    """urllib3's response body, read through requests as usual, refused past MAX_ANSWER_BYTES."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._read = 0
+
+    def stream(self, amount: int, decode_content: bool | None = None):
+        for chunk in self._raw.stream(amount, decode_content=decode_content):
+            self._read += len(chunk)
+            if self._read > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(too_large(None))
+            yield chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class Session(requests.Session):
@@ -43,9 +112,31 @@ class Session(requests.Session):
         self.mount("http://", adapter)
 
     def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> requests.Response:
+        """The answer, read whole within the timeout (a deadline for the whole exchange, not only for each read)
+        and refused past MAX_ANSWER_BYTES.
+
+        Raises:
+            DeadlineExceeded: the answer was not all there within the timeout.
+            AnswerTooLarge: it was larger than MAX_ANSWER_BYTES.
+            requests.RequestException: as requests raises it.
+        """
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", False)
-        return super().request(method, url, **kwargs)
+        return within(kwargs["timeout"], lambda: self._read_whole(method, url, **kwargs))
+
+    def _read_whole(self, method, url, **kwargs):
+        response = super().request(method, url, stream=True, **kwargs)
+        length = declared_length(response.headers)
+        if length is not None and length > MAX_ANSWER_BYTES:
+            response.close()
+            raise AnswerTooLarge(too_large(length))
+        response.raw = _BoundedBody(response.raw)
+        try:
+            response.content  # noqa: B018 - read now, inside the deadline
+        except AnswerTooLarge:
+            response.close()
+            raise
+        return response
 
 
 def header_retry_after(response: requests.Response) -> float | None:
@@ -112,6 +203,8 @@ def is_transient(err: requests.RequestException) -> bool:
 
 def network_failure(err: requests.RequestException, timeout: float) -> str:
     """What went wrong on the way, in words an operator can act on, without a URL's credentials."""
+    if isinstance(err, (DeadlineExceeded, AnswerTooLarge)):
+        return str(err)
     if isinstance(err, requests.ConnectTimeout):
         return f"cannot connect within {timeout:g} s (timeout)"
     if isinstance(err, requests.Timeout):

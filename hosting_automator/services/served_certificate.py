@@ -6,6 +6,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from hosting_automator.core.http import DeadlineExceeded, within
+
 logger = logging.getLogger(__name__)
 
 MIN_DAYS_LEFT = 14
@@ -30,10 +32,16 @@ def served_certificate(domain: str, host: str, port: int, timeout: float, now: f
     """Connect to host:port with `domain` as SNI; valid when it verifies against the system trust store for that
     name and stays valid for MIN_DAYS_LEFT days more."""
     context = context or trust_store()
-    try:
+
+    def handshake():
         with socket.create_connection((host, port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=domain) as tls:
-                certificate = tls.getpeercert()
+                return tls.getpeercert()
+
+    try:
+        certificate = within(timeout, handshake)  # a handshake that drips meets no per-read timeout
+    except DeadlineExceeded as err:
+        return ServedCertificate(False, f"no certificate could be read from {host}:{port} ({err})")
     except ssl.SSLCertVerificationError as err:
         return ServedCertificate(False, f"the certificate served does not verify ({err.verify_message})",
                                  untrusted=err.verify_code != HOSTNAME_MISMATCH)

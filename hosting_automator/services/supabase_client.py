@@ -1,8 +1,8 @@
 """The `sites` table in Supabase through supabase-py: pending rows read page by page, each write conditional."""
 
 import collections
+import contextvars
 import logging
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -10,7 +10,8 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client  # ClientOptions is supabase-py's SyncClientOptions
 
-from hosting_automator.core.http import TRANSIENT_STATUSES, first_line, retry_after_seconds
+from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, DeadlineExceeded, declared_length,
+                                         first_line, retry_after_seconds, too_large, within)
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 
@@ -45,7 +46,6 @@ class SupabaseClient:
         self.server_name = server_name  # this server's rows: hosting_server = it, or null (unassigned)
         self.timeout = timeout
         self.retry = retry
-        self._last = threading.local()  # this thread's last answer: postgrest's APIError does not carry its status
         try:
             self._http = httpx.Client(
                 http2=False,
@@ -64,12 +64,19 @@ class SupabaseClient:
 
     def _remember_answer(self, response):
         """What supabase-py does not tell: the status, Retry-After, and whether the body was empty (which it reads
-        as no rows, though PostgREST always answers at least `[]`)."""
+        as no rows, though PostgREST always answers at least `[]`). The body is read here, refused past
+        MAX_ANSWER_BYTES before it is all in memory."""
         logger.debug("%s %s: HTTP %d", response.request.method, response.request.url, response.status_code)
+        length = declared_length(response.headers)
+        if length is not None and length > MAX_ANSWER_BYTES:
+            response.close()
+            raise SupabaseError(too_large(length, "Supabase: "))
+        response.stream = _BoundedStream(response.stream)
         response.read()
-        self._last.status = response.status_code
-        self._last.retry_after = response.headers.get("Retry-After")
-        self._last.empty = not response.content.strip()
+        answer = _last_answer.get()
+        answer.status = response.status_code
+        answer.retry_after = response.headers.get("Retry-After")
+        answer.empty = not response.content.strip()
 
     def _table(self):
         return self._client.table(self.table_name)
@@ -298,12 +305,15 @@ class SupabaseClient:
     def _execute(self, query, what):
         """Run one supabase-py query; its rows. An update asks for the rows it changed back: none means the
         conditional update matched no row."""
-        self._last.status = self._last.retry_after = None
-        self._last.empty = False
+        answer = _Answer()
+        _last_answer.set(answer)  # the request's thread gets a copy of this context: the same object
         try:
-            data = query.execute().data
+            # the whole exchange within the timeout: httpx's own bounds each read, and a dripping answer meets none
+            data = within(self.timeout, query.execute).data
+        except DeadlineExceeded as err:
+            raise SupabaseError(f"{what}: Supabase: {err}", transient=True) from err
         except APIError as err:
-            raise self._translate(err, what) from err
+            raise self._translate(err, answer, what) from err
         except httpx.TimeoutException as err:
             raise SupabaseError(f"{what}: Supabase: no answer within {self.timeout:g} s (timeout)",
                                 transient=True) from err
@@ -317,8 +327,8 @@ class SupabaseClient:
             raise SupabaseSetupError(f"{what}: SUPABASE_URL cannot be used ({first_line(err)})") from err
         except (ValueError, RecursionError) as err:  # an answer supabase-py could not decode (nested too deep)
             raise SupabaseError(f"{what}: Supabase answered JSON that cannot be read ({err.__class__.__name__})") from err
-        if self._last.empty:
-            raise SupabaseError(f"{what}: Supabase answered HTTP {self._last.status} with an empty body, where "
+        if answer.empty:
+            raise SupabaseError(f"{what}: Supabase answered HTTP {answer.status} with an empty body, where "
                                 "PostgREST always sends JSON (a proxy in between?)")
         if isinstance(data, str):
             # supabase-py hands back the text of a 2xx answer that is not JSON (a proxy's page): taken as data, an
@@ -330,11 +340,11 @@ class SupabaseClient:
                                 f"({type(data).__name__} where a list was expected)")
         return data
 
-    def _translate(self, err, what):
+    def _translate(self, err, answer, what):
         """The error answer as the project's error, naming the fix. PostgREST's error body is {"code", "details",
         "hint", "message"}; a proxy in front of it may answer anything, which supabase-py turns into its reason
         phrase with the body as details."""
-        status = getattr(self._last, "status", None)
+        status = answer.status
         code = str(err.code or "")
         if code == str(status):  # supabase-py's stand-in code for an answer that was not PostgREST's
             code = ""
@@ -355,10 +365,39 @@ class SupabaseClient:
             return SupabaseSetupError(f"{what}: a column is missing ({shown}); {MIGRATION_HINT}")
         if status in TRANSIENT_STATUSES or code in TRANSIENT_CODES:
             return SupabaseError(f"{what}: {shown}", transient=True,
-                                 retry_after=retry_after_seconds(getattr(self._last, "retry_after", None)))
+                                 retry_after=retry_after_seconds(answer.retry_after))
         if code == "23514":
             return SupabaseError(f"{what}: the table refused the value ({shown}); {MIGRATION_HINT}")
         return SupabaseError(f"{what}: {shown}")
+
+
+class _Answer:
+    """What one request's answer said that postgrest's APIError does not carry."""
+
+    status = None
+    retry_after = None
+    empty = False
+
+
+_last_answer = contextvars.ContextVar("last_supabase_answer", default=_Answer())
+
+
+class _BoundedStream(httpx.SyncByteStream):
+    """An answer's body, as httpx reads it, refused past MAX_ANSWER_BYTES."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __iter__(self):
+        read = 0
+        for chunk in self._stream:
+            read += len(chunk)
+            if read > MAX_ANSWER_BYTES:
+                raise SupabaseError(too_large(None, "Supabase: "))
+            yield chunk
+
+    def close(self):
+        self._stream.close()
 
 
 def _usable_id(value):

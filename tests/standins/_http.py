@@ -99,6 +99,45 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
+    def drip(self, fault):
+        """Fault.drip: the answer one byte every fault.seconds, until it is all sent or the connection is cut."""
+        body = fault.body if isinstance(fault.body, bytes) else b"[" + b" " * max(fault.size - 2, 0) + b"]"
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode("ascii")
+        at_once, dripped = (b"", head + body) if fault.head else (head, body)
+        self.close_connection = True
+        try:
+            self.wfile.write(at_once)
+            self.wfile.flush()
+            for index in range(len(dripped)):
+                time.sleep(fault.seconds)
+                self.wfile.write(dripped[index:index + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up, or the stand-in stopped
+            pass
+
+    def huge(self, fault):
+        """Fault.huge: fault.size bytes of a JSON list, made as they go out."""
+        self.close_connection = True
+        framing = f"Content-Length: {fault.size}" if fault.declared else "Transfer-Encoding: chunked"
+        piece = b" " * 65536
+        try:
+            self.wfile.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n"
+                             "Connection: close\r\n\r\n".encode("ascii"))
+            left = fault.size
+            first = True
+            while left > 0:
+                chunk = (b"[" + piece[1:]) if first else piece
+                chunk = chunk[:left]
+                first = False
+                self.wfile.write(chunk if fault.declared else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                left -= len(chunk)
+            if not fault.declared:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:  # the client refused it and closed
+            pass
+
     def drop(self):
         self.close_connection = True
         try:
@@ -189,6 +228,12 @@ class HTTPStandin(Startable):
                 return
             if fault.kind == "delay":
                 self._sleep(fault.seconds)
+            if fault.kind == "drip":
+                handler.drip(fault)
+                return
+            if fault.kind == "huge":
+                handler.huge(fault)
+                return
         try:
             response = self.handle(request)
         except Exception as exc:  # a bug in the stand-in: make it loud, not silent

@@ -16,16 +16,25 @@ class Fault:
       delay       sleep `seconds`, then do the work normally
       later       answer `status` with `body` at once, and do the work `seconds` later, in the background (a proxy
                   that gave up waiting while the service behind it goes on)
+      drip        answer 200 one byte every `seconds`, the head at once (`head=False`) or dripped too; the body
+                  `body`, or a JSON list padded to `size` bytes; no work is done. It ends when the client closes
+                  the connection or the stand-in stops
+      huge        answer 200 with `size` bytes of a JSON list, made as they are sent (never held in memory), with
+                  a Content-Length (`declared=True`) or chunked; no work is done
     """
 
-    __slots__ = ("kind", "status_code", "body", "headers", "seconds")
+    __slots__ = ("kind", "status_code", "body", "headers", "seconds", "size", "head", "declared")
 
-    def __init__(self, kind, status_code=None, body=None, headers=None, seconds=0.0):
+    def __init__(self, kind, status_code=None, body=None, headers=None, seconds=0.0, size=0, head=False,
+                 declared=True):
         self.kind = kind
         self.status_code = status_code
         self.body = body
         self.headers = dict(headers or {})
         self.seconds = float(seconds)
+        self.size = int(size)
+        self.head = head
+        self.declared = declared
 
     @classmethod
     def status(cls, code, body="", headers=None):
@@ -47,6 +56,14 @@ class Fault:
     def later(cls, code, seconds, body="", headers=None):
         return cls("later", status_code=int(code), body=body, headers=headers, seconds=seconds)
 
+    @classmethod
+    def drip(cls, seconds=1.0, size=1_000_000, head=False, body=None):
+        return cls("drip", status_code=200, body=body, seconds=seconds, size=size, head=head)
+
+    @classmethod
+    def huge(cls, size, declared=True):
+        return cls("huge", status_code=200, size=size, declared=declared)
+
     def body_bytes(self):
         """The body of a `status` fault as bytes, and the content type it implies."""
         body = self.body
@@ -65,6 +82,10 @@ class Fault:
             return f"Fault.later({self.status_code}, {self.seconds})"
         if self.kind == "delay":
             return f"Fault.delay({self.seconds})"
+        if self.kind == "drip":
+            return f"Fault.drip({self.seconds}, head={self.head})"
+        if self.kind == "huge":
+            return f"Fault.huge({self.size}, declared={self.declared})"
         return f"Fault.{self.kind}()"
 
 
