@@ -1,5 +1,6 @@
 """--check: every setting and service looked at read-only, one line each, exit 0 only when all pass."""
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -11,13 +12,13 @@ from hosting_automator.errors import HostingAutomatorError
 from hosting_automator.services import Services
 
 
-def run_checks(settings: Settings, services: Services | None = None, out: Callable[[str], object] = print) -> int:
+def run_checks(settings: Settings, services: Services | None = None, out: Callable[[str], object] = print,
+               as_json: bool = False) -> int:
+    """Every check, each reported as a PASS or FAIL line (with `as_json`, one JSON document); 0 when all pass."""
     try:
         services = services or Services(settings, RetryPolicy(attempts=1))
     except HostingAutomatorError as err:  # a client refused its settings, the environment's proxy, or DNS
-        out(secret_values.mask(f"FAIL  clients: {err}"))
-        out("0 passed, 1 failed")
-        return 1
+        return _reported([("clients", False, str(err))], out, as_json)
     mode = "clpctl HTTP gateway" if settings.uses_gateway else f"clpctl at {settings.cloudpanel_clpctl}"
     results = [("settings", True, f"all present and well-formed (CloudPanel through {mode}, "
                                   f"table {settings.sites_table})")]
@@ -44,16 +45,29 @@ def run_checks(settings: Settings, services: Services | None = None, out: Callab
             results.append((".env", False, f"{settings.env_file} is readable by other users: chmod 600 it"))
         else:
             results.append((".env", True, f"{settings.env_file} is readable by its owner only"))
-    for name, passed, detail in results:  # stdout passes no logging filter: mask here (a service may echo a key)
+    return _reported(results, out, as_json)
+
+
+def _reported(results, out, as_json):
+    """stdout passes no logging filter: masked here (a service may echo a key)."""
+    failed = sum(not passed for _, passed, _ in results)
+    exit_code = 1 if failed else 0
+    if as_json:
+        out(json.dumps({"checks": [{"name": name, "passed": passed, "detail": secret_values.mask(detail)}
+                                   for name, passed, detail in results],
+                        "passed": len(results) - failed, "failed": failed, "exit_code": exit_code}))
+        return exit_code
+    for name, passed, detail in results:
         out(secret_values.mask(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}"))
-    failed = [name for name, passed, _ in results if not passed]
-    out(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    out(f"{len(results) - failed} passed, {failed} failed")
+    return exit_code
 
 
 def _supabase(services, settings):
     services.supabase.check_table()
-    return f"{settings.supabase_url} reachable, key accepted, table {settings.sites_table} has every column"
+    services.supabase.check_writable()
+    return (f"{settings.supabase_url} reachable, key accepted and may update rows, table {settings.sites_table} has "
+            "every column")
 
 
 def _servers(services, settings):

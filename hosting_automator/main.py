@@ -3,6 +3,7 @@
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -108,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(arguments, [], summary, EXIT_USAGE)
         return EXIT_USAGE
     if settings.env_file and env_file_readable_by_others(settings.env_file):
-        logger.warning("%s holds secrets and other users can read it: chmod 600 %s", settings.env_file,
-                       settings.env_file)
+        warning = f"{settings.env_file} holds secrets and other users can read it: chmod 600 {settings.env_file}"
+        logger.warning("%s", warning)
+        if arguments.quiet:  # -q hides what is well, and this is not
+            print(f"hosting-automator: {warning}", file=sys.stderr)
     if arguments.check:
-        return run_checks(settings)
+        return run_checks(settings, as_json=arguments.json)
     try:
         return run(settings, arguments, recent_lines)
     except Exception as err:  # a bug: say so in the log, still exit as cron expects
@@ -176,12 +179,20 @@ def _finish(arguments, retry, pipeline, outcomes, interrupted):
 
 def _report(arguments, outcomes, summary, exit_code):
     """What the run did, on stdout: JSON with --json (always a document, even when nothing ran), else the table
-    (failures only with -q). stdout does not pass through the logging filters: masked here."""
-    if arguments.json:
-        _write_json(outcomes, summary, exit_code, arguments.dry_run)
-        return
-    for line in report.table_lines(outcomes, failures_only=arguments.quiet):
-        print(secret_values.mask(line))
+    (failures only with -q). stdout does not pass through the logging filters: masked here. A stdout that cannot
+    be written (a closed pipe, a full disk) changes nothing of the run: the log says so, the exit code stays."""
+    try:
+        if arguments.json:
+            _write_json(outcomes, summary, exit_code, arguments.dry_run)
+        else:
+            for line in report.table_lines(outcomes, failures_only=arguments.quiet):
+                print(secret_values.mask(line))
+        sys.stdout.flush()
+    except OSError as err:
+        logger.error("The report could not be written to stdout (%s); the rows and this log say what the run did",
+                     err.strerror or err.__class__.__name__)
+        # what stays buffered would fail again when Python flushes stdout on its way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _write_json(outcomes, summary, exit_code, dry_run):
@@ -204,6 +215,10 @@ def _stop_on_signals(stop):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # an ssh session that closes during a manual run: end as on SIGTERM, with the summary and the pings; under
+    # nohup, which ignores it, it stays ignored
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, on_signal)
 
 
 def console_script() -> NoReturn:

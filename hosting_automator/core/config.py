@@ -1,7 +1,9 @@
 """Settings from the environment and a .env file, checked all at once so one message names every problem."""
 
+import base64
 import io
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -126,6 +128,10 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
         problems.append(f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the "
                         f"/rest/v1 of its API, got {without_credentials(supabase_url)!r}")
     supabase_key = reader.text("SUPABASE_SERVICE_KEY", required=True)
+    if supabase_key and limited_key(supabase_key):
+        problems.append(f"SUPABASE_SERVICE_KEY is {limited_key(supabase_key)}, which row-level security limits: a run "
+                        "would see none of the rows it must build, or could not write them; set it to the "
+                        "project's secret key (sb_secret_…) or its service_role key (Project Settings → API Keys)")
     matomo_url = reader.url("MATOMO_API_URL", required=True)
     matomo_token = reader.text("MATOMO_API_TOKEN", required=True)
     gateway_url = reader.url("CLOUDPANEL_API_URL")
@@ -174,6 +180,25 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
     if problems:
         raise ConfigurationError(problems)
     return Settings(**settings)
+
+
+def limited_key(key: str) -> str | None:
+    """What kind of key `key` is when row-level security limits it (a publishable key, a JWT of a role other than
+    service_role), else None. Never the key itself: that is a secret."""
+    if key.startswith("sb_publishable_"):
+        return "a publishable key (sb_publishable_…)"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None  # a secret key (sb_secret_…) or a format this job does not know: Supabase decides
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    role = claims.get("role") if isinstance(claims, dict) else None
+    if isinstance(role, str) and role != "service_role":
+        shown = role if role.isidentifier() and len(role) <= 40 else "another role"
+        return f"a key of the role {shown!r}, not service_role"
+    return None
 
 
 def _read_env_file(path, problems):
@@ -413,8 +438,8 @@ class _Reader:
         for item in (item.strip() for item in value.split(",")):
             host, port = item, "53"
             if item.startswith("["):
-                host, _, rest = item[1:].partition("]")
-                port = rest[1:] if rest.startswith(":") else "53" if not rest else ""
+                host, closed, rest = item[1:].partition("]")
+                port = "" if not closed else rest[1:] if rest.startswith(":") else "53" if not rest else ""
             elif item.count(":") == 1:
                 host, port = item.split(":")
             try:

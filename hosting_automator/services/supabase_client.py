@@ -302,6 +302,18 @@ class SupabaseClient:
         self.retry.call(lambda: self._execute(self._table().select(",".join(ALL_COLUMNS)).limit(1), "read the table"),
                         "read the table", service="Supabase")
 
+    def check_writable(self) -> None:
+        """Read-only in effect: an update that can match no row (no row has a null id) proves the key may update
+        the table without changing a row.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error.
+            SupabaseSetupError: the key may not update the table, or a column is missing.
+        """
+        self.retry.call(lambda: self._execute(self._table().update({"status_hosting": "pending"}).is_("id", "null"),
+                                              "update no row (to see that the key may write)"),
+                        "update no row", service="Supabase")
+
     def _execute(self, query, what):
         """Run one supabase-py query; its rows. An update asks for the rows it changed back: none means the
         conditional update matched no row."""

@@ -96,3 +96,13 @@ def test_json_option_writes_the_document_on_a_usage_error(arguments, tmp_path):
     assert (document["exit_code"], document["dry_run"], document["sites"]) == (2, False, [])
     assert document["summary"] in result.stderr  # the same words argparse printed after its usage line
     assert document["summary"].startswith(f"argument {arguments[1]}: ")
+
+
+@pytest.mark.parametrize("arguments", [(), ("--check",)], ids=["run", "check"])
+def test_a_key_row_level_security_limits_stops_a_run_and_check_alike_naming_the_setting(tmp_path, arguments):
+    result = run_command(tmp_path, *arguments, **dict(REQUIRED, SUPABASE_SERVICE_KEY="sb_publishable_Xy7" + "q" * 20))
+
+    assert result.returncode == 2
+    assert "SUPABASE_SERVICE_KEY is a publishable key (sb_publishable_…), which row-level security limits" in (
+        result.stderr)
+    assert "Xy7qqq" not in result.stderr + result.stdout

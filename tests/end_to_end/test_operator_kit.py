@@ -1,5 +1,6 @@
 """--check and the monitoring ping, as an operator meets them: the real command against stand-ins."""
 
+import json
 import os
 
 from tests.support.harness import run_job
@@ -20,9 +21,30 @@ def test_check_against_working_services_passes_every_line(standins):
     assert "Matomo 5.0.2" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
     assert result.returncode == (0 if os.geteuid() == 0 else 1)
     assert result.stdout.splitlines()[-1] == ("9 passed, 0 failed" if os.geteuid() == 0 else "8 passed, 1 failed")
-    # read-only: nothing was written anywhere
-    assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
+    # read-only: nothing was written anywhere; the one update can match no row
+    assert [(r["method"], r["query"]) for r in standins.postgrest.requests_log if r["method"] != "GET"] == [
+        ("PATCH", {"id": ["is.null"]})]
     assert standins.matomo.sites == {}
+
+
+def test_check_json_is_one_document_with_every_line(standins):
+    result = run_job(standins, "--check", "--json")
+
+    document = json.loads(result.stdout)
+    lines = {check["name"]: check for check in document["checks"]}
+    assert lines["Supabase"]["passed"] and "may update rows" in lines["Supabase"]["detail"]
+    assert document["failed"] == sum(not check["passed"] for check in document["checks"])
+    assert document["exit_code"] == result.returncode == (1 if document["failed"] else 0)
+
+
+def test_check_says_when_the_key_may_read_but_not_update(standins):
+    standins.postgrest.fault = lambda request: (Fault.status(403, {"code": "42501", "details": None, "hint": None,
+                                                                    "message": "permission denied for table sites"})
+                                                if request["method"] == "PATCH" else None)
+    result = run_job(standins, "--check")
+
+    assert result.returncode == 1
+    assert "42501: permission denied for table sites); set SUPABASE_SERVICE_KEY" in check_lines(result)["FAIL  Supabase"]
 
 
 def test_check_creates_neither_the_log_file_nor_the_lock_file(standins, tmp_path):
@@ -184,4 +206,5 @@ def test_check_names_this_server_and_counts_the_pending_rows_by_who_builds_them(
     assert check_lines(result)["PASS  servers"] == (
         "PASS  servers: SERVER_NAME web-1, SERVER_ADDRESSES 198.51.100.7 (a row is taken only when its domain's DNS "
         "names one); pending rows: 1 assigned here, 2 unassigned, 1 assigned to other servers")
-    assert {r["method"] for r in standins.postgrest.requests_log} == {"GET"}
+    assert {(r["method"], str(r["query"].get("id"))) for r in standins.postgrest.requests_log
+            if r["method"] != "GET"} == {("PATCH", "['is.null']")}  # the one update, which can match no row

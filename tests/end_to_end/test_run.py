@@ -3,11 +3,12 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
 from hosting_automator.services.cloudpanel_client import site_user_for
-from tests.support.harness import add_pending, run_job, start_job
+from tests.support.harness import add_pending, read_log, run_job, start_job
 from tests.standins.clpctl_state import certificate_requests, read_sites, write_control
 from tests.standins.faults import Fault
 
@@ -323,3 +324,31 @@ def test_duplicate_rows_with_many_workers_create_one_site_one_certificate_one_ma
                           "this one")
     finally:
         standins.stop()
+
+
+# --- what the operator's terminal and pipes meet ------------------------------------------------------------------
+
+def test_a_stdout_that_cannot_be_written_after_a_good_run_changes_nothing_but_a_line_in_the_log(standins):
+    """A closed pipe (`… | head -0`): no traceback, the run's own exit code, the log says why nothing was shown."""
+    add_pending(standins, "piped.example.test")
+    process = start_job(standins, "--json")
+    process.stdout.close()  # the reader went away before the job wrote its report
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert "ERROR The report could not be written to stdout (Broken pipe)" in read_log(standins)
+    assert standins.postgrest.rows()[-1]["status_hosting"] == "active"
+
+
+def test_under_quiet_an_env_file_others_can_read_is_still_said_on_stderr(standins):
+    env_file = Path(standins.dir) / "open.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in standins.env.items()))
+    env_file.chmod(0o644)
+
+    result = run_job(standins, "-q", "--env-file", str(env_file))
+
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert f"hosting-automator: {env_file} holds secrets and other users can read it: chmod 600 {env_file}" in (
+        result.stderr)

@@ -1,4 +1,4 @@
-"""Stopping politely: on SIGTERM or SIGINT the real command starts no new site, lets the
+"""Stopping politely: on SIGTERM, SIGINT or SIGHUP the real command starts no new site, lets the
 current step end (or abandons a back-off) without writing a half-done row, says so, exits 1, and a rerun finishes
 everything with no duplicates."""
 
@@ -17,7 +17,7 @@ SLOW_CLPCTL = {"FAKE_CLPCTL_LATENCY_MS": 3000}  # every clpctl call takes 3 s: t
 
 
 def _send(process, signum):
-    if signum == signal.SIGINT:  # Ctrl-C in a terminal: the whole foreground process group gets it
+    if signum in (signal.SIGINT, signal.SIGHUP):  # Ctrl-C, or the ssh session closing: the whole process group
         os.killpg(process.pid, signum)
     else:  # systemd or kill(1): the job's own process
         os.kill(process.pid, signum)
@@ -28,7 +28,7 @@ def _untouched(state, domain):
                              "matomo_id": None, "cloudpanel_sites": 0, "matomo_sites": 0, "certificate_requests": 0}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_during_a_step_lets_it_end_starts_nothing_new_and_exits_1(three, signum):
     process = start_job(three, overrides=SLOW_CLPCTL, start_new_session=True)
     try:

@@ -1,6 +1,9 @@
 """Settings: every problem named at once, .env read with the real environment winning. The command run with
 settings that stop it: tests/end_to_end/test_config.py."""
 
+import base64
+import json
+
 import pytest
 
 from hosting_automator.core import config
@@ -255,3 +258,38 @@ def test_workers_option_outside_1_to_64_is_a_usage_error(workers, capsys):
     assert exited.value.code == 2
     assert f"error: argument --workers: must be a whole number from 1 to 64, got '{workers}'" in capsys.readouterr().err
     assert parse_arguments(["--workers", "64"]).workers == 64
+
+
+def jwt_of(claims):
+    """A JWT as Supabase's legacy keys are (the signature is not looked at)."""
+    def part(value):
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLW5vdC1jaGVja2Vk"
+
+
+@pytest.mark.parametrize("key, kind", [
+    ("sb_publishable_Kq7vX2pLm9RtZw4YbN8cJd3F", "a publishable key (sb_publishable_…)"),
+    (jwt_of({"iss": "supabase", "ref": "abcd", "role": "anon"}), "a key of the role 'anon', not service_role"),
+    (jwt_of({"role": "authenticated"}), "a key of the role 'authenticated', not service_role"),
+])
+def test_a_key_that_row_level_security_limits_is_refused_naming_the_setting_never_the_key(tmp_path, monkeypatch,
+                                                                                          key, kind):
+    monkeypatch.chdir(tmp_path)
+    (problem,) = problems_of(dict(REQUIRED, SUPABASE_SERVICE_KEY=key))
+    assert problem.startswith(f"SUPABASE_SERVICE_KEY is {kind}, which row-level security limits")
+    assert "sb_secret_" in problem and "service_role" in problem
+    assert key[-12:] not in problem and key.split(".")[0][-12:] not in problem
+
+
+@pytest.mark.parametrize("key", ["sb_secret_Kq7vX2pLm9RtZw4YbN8cJd3F", jwt_of({"role": "service_role"}),
+                                 "a-key-of-another-shape", "a.b.c"])
+def test_a_secret_or_service_role_key_or_one_of_unknown_shape_is_taken(tmp_path, monkeypatch, key):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ=dict(REQUIRED, SUPABASE_SERVICE_KEY=key)).supabase_service_key == key
+
+
+@pytest.mark.parametrize("value", ["[::1", "[::1]x", "[::1]:", "1.1.1.1:", "[1.1.1.1"])
+def test_dns_resolvers_that_do_not_parse_are_refused(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    (problem,) = problems_of(dict(REQUIRED, DNS_RESOLVERS=value))
+    assert problem.startswith("DNS_RESOLVERS must be name servers as ip or ip:port")
