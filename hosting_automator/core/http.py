@@ -14,6 +14,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from hosting_automator.core.config import without_credentials
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.errors import ServiceError
 
@@ -146,6 +147,7 @@ def header_retry_after(response: requests.Response) -> float | None:
 
 def send(session: Session, method: str, url: str, *, error: type[ServiceError], what: str,
          retry_after: Callable[[requests.Response], float | None] = header_retry_after, creates: bool = False,
+         setting: str | None = None, setup_error: type[ServiceError] | None = None,
          **kwargs: Any) -> requests.Response:
     """One request through `session`; the response, unless it failed on the way or with a transient status.
 
@@ -156,10 +158,14 @@ def send(session: Session, method: str, url: str, *, error: type[ServiceError], 
     and is not tried again this run (`may_have_acted`); only a request that provably never arrived, or was
     refused (429, 503), is.
 
+    A redirect is a setting to fix (`setting`, the one that holds the address), and is never followed: a
+    redirected POST loses its body, and a credential would go to another host. It raises `setup_error` where
+    the service has one that stops the run (every request would meet the same redirect).
+
     Raises:
         ServiceError: of the caller's class `error`; transient for the network and for TRANSIENT_STATUSES, with
-            the wait `retry_after(response)` reads; final for a redirect or a URL, proxy or CA bundle that cannot
-            be used.
+            the wait `retry_after(response)` reads; final for a URL, proxy or CA bundle that cannot be used; of
+            the class `setup_error` (default `error`) for a redirect.
     """
     try:
         response = session.request(method, url, **kwargs)
@@ -174,8 +180,9 @@ def send(session: Session, method: str, url: str, *, error: type[ServiceError], 
                     "SSL_CERT_FILE") from err
     logger.debug("%s %s: HTTP %d", method, response.url, response.status_code)
     if response.is_redirect:
-        raise error(f"{what}: HTTP {response.status_code}, a redirect to {response.headers['Location']}: "
-                    "set the address it points to")
+        target = without_credentials(secret_values.excerpt(response.headers["Location"], 200))
+        fix = f"set {setting} to the address it points to" if setting else "set the address it points to"
+        raise (setup_error or error)(f"{what}: HTTP {response.status_code}, a redirect to {target}: {fix}")
     if response.status_code in TRANSIENT_STATUSES:
         acted = creates and response.status_code not in REFUSED_STATUSES
         raise error(f"{what}: HTTP {response.status_code} {response.reason or ''}".rstrip()

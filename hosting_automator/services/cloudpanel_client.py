@@ -411,8 +411,7 @@ class GatewayClient(CloudPanelClient):
 
     def _listed_sites(self):
         """The gateway's site listing, or None when it has none (remembered for the run, with the reason)."""
-        response = send(self.session, "GET", self.base_url + "/lists/api/sites", error=CloudPanelError,
-                        what="gateway: list the sites")
+        response = self._send("GET", "/lists/api/sites", "gateway: list the sites")
         try:
             sites = response.json() if response.status_code == 200 else None
         except (ValueError, RecursionError):
@@ -434,13 +433,12 @@ class GatewayClient(CloudPanelClient):
 
     def check(self) -> str:
         """Read-only: the gateway answers, accepts the key, and has its routes where CLOUDPANEL_API_URL says."""
-        health = send(self.session, "GET", self.base_url + "/health", error=CloudPanelError, what="gateway")
+        health = self._send("GET", "/health", "gateway")
         self._refuse_setup_errors(health, "health check")
         if health.status_code != 200:
             raise CloudPanelError(f"gateway {self.base_url}/health answered HTTP {health.status_code}: "
                                   f"{_gateway_reason(health)}")
-        response = send(self.session, "GET", self.base_url + "/api/user/list", headers=self.headers,
-                        error=CloudPanelError, what="gateway", retry_after=_gateway_retry_after)
+        response = self._send("GET", "/api/user/list", "gateway", headers=self.headers)
         self._refuse_setup_errors(response, "list users (read-only)")
         if response.status_code != 200:
             raise CloudPanelError(f"gateway answered HTTP {response.status_code} to a read-only request: "
@@ -453,9 +451,8 @@ class GatewayClient(CloudPanelClient):
     def _post(self, path, payload, what, error):
         """clpctl's output as the gateway answered it (exit 0), as lines of text."""
         # The gateway answers once clpctl is done or killed: wait a little longer than its limit, and no longer.
-        response = send(self.session, "POST", self.base_url + path, json=payload, headers=self.headers,
-                        error=error, what=f"gateway: {what}", retry_after=_gateway_retry_after, creates=True,
-                        timeout=GATEWAY_CLPCTL_LIMIT + GATEWAY_ANSWER_MARGIN)
+        response = self._send("POST", path, f"gateway: {what}", error, json=payload, headers=self.headers,
+                              creates=True, timeout=GATEWAY_CLPCTL_LIMIT + GATEWAY_ANSWER_MARGIN)
         self._refuse_setup_errors(response, what)
         try:
             body = response.json()
@@ -474,6 +471,13 @@ class GatewayClient(CloudPanelClient):
                         f"clpctl that ran {GATEWAY_CLPCTL_LIMIT} s, and clpctl may still finish; the row is left for "
                         "the next run, which looks first", transient=True, may_have_acted=True)
         raise error(f"gateway: {what}: HTTP {response.status_code}: {_gateway_reason(response, body)}")
+
+    def _send(self, method, path, what, error=CloudPanelError, **kwargs):
+        """One request to the gateway. A redirect from its address would meet every site alike: the run stops,
+        naming CLOUDPANEL_API_URL."""
+        return send(self.session, method, self.base_url + path, error=error, what=what,
+                    retry_after=_gateway_retry_after, setting="CLOUDPANEL_API_URL", setup_error=CloudPanelSetupError,
+                    **kwargs)
 
     def _refuse_setup_errors(self, response, what):
         """Answers that every row would get: the run stops at the first, naming the setting. Checked before the

@@ -223,7 +223,7 @@ class MatomoClient:
         """POST to the API: the token only in the form body (Matomo 5 refuses it in the URL)."""
         query = {"module": "API", "method": method, "format": "JSON"}
         response = send(self.session, "POST", self.api_url, params=query, data={**params, "token_auth": self.token},
-                        error=MatomoError, what=method, creates=creates)
+                        error=MatomoError, what=method, creates=creates, setting="MATOMO_API_URL")
         try:
             answer = response.json()
         except (ValueError, RecursionError) as err:  # not JSON, or nested deeper than Python reads

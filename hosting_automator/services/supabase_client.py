@@ -10,6 +10,7 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client  # ClientOptions is supabase-py's SyncClientOptions
 
+from hosting_automator.core.config import without_credentials
 from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, DeadlineExceeded, declared_length,
                                          first_line, retry_after_seconds, too_large, within)
 from hosting_automator.core.logging_setup import secret_values
@@ -76,6 +77,7 @@ class SupabaseClient:
         answer = _last_answer.get()
         answer.status = response.status_code
         answer.retry_after = response.headers.get("Retry-After")
+        answer.location = response.headers.get("Location") if response.is_redirect else None
         answer.empty = not response.content.strip()
 
     def _table(self):
@@ -366,6 +368,10 @@ class SupabaseClient:
             shown += f" {code}"
         if message:
             shown += f": {message}"
+        if answer.location is not None:
+            target = without_credentials(secret_values.excerpt(answer.location, 200))
+            return SupabaseSetupError(f"{what}: Supabase answered HTTP {status}, a redirect to {target}: set "
+                                      "SUPABASE_URL to the address it points to")
         if status in (401, 403) or code in ("PGRST301", "PGRST302", "42501"):
             return SupabaseSetupError(
                 f"{what}: Supabase refused the key ({shown}); set SUPABASE_SERVICE_KEY to the project's "
@@ -388,6 +394,7 @@ class _Answer:
 
     status = None
     retry_after = None
+    location = None  # where a redirect points: never followed, a setting to fix
     empty = False
 
 

@@ -888,6 +888,26 @@ def test_gateway_url_without_its_routes_stops_the_run_naming_the_setting(gateway
            "CLOUDPANEL_API_URL to the gateway's base URL" in result.log
 
 
+@pytest.mark.parametrize("status", [301, 302])
+def test_gateway_url_that_redirects_stops_the_run_at_the_first_answer_and_sends_nothing_to_the_other_host(
+        gateway_standins, status):
+    standins = gateway_standins
+    ids = add_pending(standins, "a.example.test", "b.example.test", "c.example.test")
+    elsewhere = standins.matomo  # any other server: it must hear nothing, and no key
+    standins.gateway.fault = lambda request: Fault.status(status, "", {"Location": elsewhere.url + request["path"]})
+    elsewhere.clear_log()
+
+    result = run_job(standins)
+
+    assert result.returncode == 1
+    assert [row(standins, i)["status_hosting"] for i in ids] == ["pending"] * 3
+    assert len(standins.gateway.requests_log) == 1
+    assert [r for r in elsewhere.requests_log if "x-api-key" in r["headers"] or r["path"].startswith("/lists")] == []
+    assert (f"HTTP {status}, a redirect to {elsewhere.url}/lists/api/sites: set CLOUDPANEL_API_URL to the address it "
+            "points to") in result.log
+    assert "Run aborted: " in result.log
+
+
 def test_check_names_the_setting_when_the_gateway_url_has_no_routes(gateway_standins):
     standins = gateway_standins
 

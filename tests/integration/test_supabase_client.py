@@ -527,3 +527,16 @@ def test_outcome_of_a_server_is_written_only_while_the_row_is_still_assigned_to_
 
     (request, _), = httpserver.log
     assert request.query_string.decode() == "id=eq.7&status_hosting=eq.pending&hosting_server=eq.web-1"
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_stops_the_run_naming_supabase_url_and_is_not_followed(httpserver, make_client, status):
+    httpserver.expect_request(TABLE_PATH).respond_with_response(
+        Response("", status=status, headers={"Location": "https://moved.example/rest/v1/sites"}))
+
+    with pytest.raises(SupabaseSetupError) as caught:
+        list(make_client().fetch_pending_hosting_sites())
+
+    assert str(caught.value) == (f"read the pending sites: Supabase answered HTTP {status}, a redirect to "
+                                 "https://moved.example/rest/v1/sites: set SUPABASE_URL to the address it points to")
+    assert len(httpserver.log) == 1

@@ -679,3 +679,15 @@ def test_gateway_429_waits_what_its_retry_after_header_says_not_the_whole_window
     gateway.create_static_site("example.com")
 
     assert sleeps == [12.0]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_gateway_redirect_stops_the_run_naming_the_setting_and_is_not_followed(mocked, gateway, sleeps, status):
+    mocked.post(ADD_URL, status=status, headers={"Location": "https://other-host.example/api/site/add/static"})
+
+    with pytest.raises(CloudPanelSetupError) as caught:
+        gateway.create_static_site("example.com")
+
+    assert str(caught.value) == (f"gateway: add the static site: HTTP {status}, a redirect to https://other-host."
+                                 "example/api/site/add/static: set CLOUDPANEL_API_URL to the address it points to")
+    assert len(posted(mocked)) == 1 and sleeps == []  # the key went to the configured address only

@@ -339,7 +339,8 @@ def test_find_site_redirect_is_reported_with_its_target_and_not_followed(mocked,
     with pytest.raises(MatomoError) as caught:
         matomo.create_tracking_site("example.com")
 
-    assert str(caught.value) == (f"{LOOKUP}: HTTP {status}, a redirect to {API}: set the address it points to")
+    assert str(caught.value) == (f"{LOOKUP}: HTTP {status}, a redirect to {API}: set MATOMO_API_URL to the address "
+                                 "it points to")
     assert caught.value.transient is False and sleeps == []
     (call,) = mocked.calls  # the token went out once, to the configured address, and nowhere else
     assert call.request.url.startswith(plain + "?")
