@@ -50,6 +50,16 @@ def normalise_domain(raw: object) -> str:
     return name
 
 
+def spellings(domain: str) -> list[str]:
+    """A normalised name's spellings: the ASCII one, then its Unicode one when it has one. Where a service keeps
+    names as they were written (the table, Matomo), one site may stand under either."""
+    try:
+        unicode = idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        return [domain]
+    return [domain] if unicode == domain else [domain, unicode]
+
+
 def _to_ascii(name, raw):
     try:
         return idna.encode(name, uts46=True).decode("ascii")

@@ -6,10 +6,9 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
-import idna
-
 from hosting_automator.core.http import body_excerpt, send
 from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.domains import spellings
 from hosting_automator.errors import MatomoError
 
 if TYPE_CHECKING:
@@ -37,17 +36,6 @@ def site_urls(domain: str) -> list[str]:
 
 def twin_of(domain: str) -> str:
     return domain[4:] if domain.startswith("www.") else f"www.{domain}"
-
-
-def spellings(domain: str) -> list[str]:
-    """The ASCII name, then its Unicode spelling when it has one: Matomo stores a URL as it was given, so a site
-    made by hand as https://münchen.example is found only under that spelling. The job creates sites under the
-    ASCII (punycode) name, the host name browsers report to the tracker."""
-    try:
-        unicode = idna.decode(domain)
-    except (idna.IDNAError, UnicodeError):
-        return [domain]
-    return [domain] if unicode == domain else [domain, unicode]
 
 
 def _host(url: object) -> str | None:

@@ -14,7 +14,8 @@ from hosting_automator.core.config import without_credentials
 from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, DeadlineExceeded, declared_length,
                                          first_line, retry_after_seconds, too_large, within)
 from hosting_automator.core.logging_setup import secret_values
-from hosting_automator.errors import SupabaseError, SupabaseSetupError
+from hosting_automator.domains import normalise_domain, spellings
+from hosting_automator.errors import InvalidDomainError, SupabaseError, SupabaseSetupError
 
 if TYPE_CHECKING:
     from hosting_automator.core.retry import RetryPolicy
@@ -150,18 +151,20 @@ class SupabaseClient:
         return claimed
 
     def other_rows_of_site(self, domain: str, site_id: int | str) -> list[dict]:
-        """Other pending or live rows for `domain` (as written, or with a final dot; letter case ignored), any
-        server's: one site is set up once, whatever the rows say.
+        """Other pending or live rows whose domain normalises to `domain` (the normalised name), any server's: one
+        site is set up once, whatever the rows say. A row may write it in either spelling (xn--bcher-kva.example
+        or bücher.example), in any case, with a final dot.
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
             SupabaseSetupError: the key was refused, or the table or a column is missing; every request would fail.
         """
-        query = (self._table().select("id,hosting_server,status_hosting")
-                 .or_(f"domain.ilike.{domain},domain.ilike.{domain}.")
-                 .in_("status_hosting", ["pending", "active"]).neq("id", site_id).order("id").limit(5))
-        return self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
+        written = ",".join(f"domain.ilike.{name},domain.ilike.{name}." for name in spellings(domain))
+        query = (self._table().select("id,domain,hosting_server,status_hosting").or_(written)
+                 .in_("status_hosting", ["pending", "active"]).neq("id", site_id).order("id").limit(20))
+        rows = self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
                                f"look for other rows of {domain}", service="Supabase")
+        return [row for row in rows if _normalised(row.get("domain")) == domain]
 
     def fetch_active_without_matomo(self, page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield this server's live rows (and unassigned ones, built before servers were named) that have no
@@ -417,6 +420,13 @@ class _BoundedStream(httpx.SyncByteStream):
 
     def close(self):
         self._stream.close()
+
+
+def _normalised(value):
+    try:
+        return normalise_domain(value)
+    except InvalidDomainError:
+        return None
 
 
 def _usable_id(value):

@@ -217,6 +217,23 @@ def test_fleet_two_rows_of_one_site_claimed_by_two_servers_are_built_once_withou
         assert [row["status_hosting"] for row in rows].count("active") == 1, rows
 
 
+@pytest.mark.parametrize("spelling", ["xn--bcher-kva.fleet.test", "BÜCHER.fleet.test.", "Xn--Bcher-Kva.Fleet.Test"])
+def test_fleet_one_site_under_two_spellings_on_two_servers_is_built_once(tmp_path, spelling):
+    """Comparing two rows' domains, in one run or across servers, is on the normalised name: case, final dot,
+    Unicode and punycode."""
+    with Fleet(tmp_path) as fleet:
+        overrides = {"SERVER_ADDRESSES": None}
+        held = fleet.add("bücher.fleet.test", ADDRESSES["web-1"], hosting_server="web-1")  # claimed, then a crash
+        other = fleet.add(spelling, ADDRESSES["web-2"])
+        rounds = [fleet.round(*WORKERS, servers=("web-2",), overrides=overrides)]
+        assert _no_traceback(fleet, rounds) == []
+        built = {server.name: server.sites().get("xn--bcher-kva.fleet.test", 0) for server in fleet.servers}
+        assert built == {name: 0 for name in built}
+        assert fleet.postgrest.get(other)["hosting_server"] is None  # left to web-1, which holds the site
+        assert fleet.postgrest.get(held)["status_hosting"] == "pending"
+        assert f"Row {held} of the same site is assigned to web-1; this row is left to it" in fleet.servers[1].log()
+
+
 # -- SERVER_NAME with dots: the filter matches the name exactly ------------------------------------------------
 
 def test_fleet_a_dotted_server_name_reads_its_own_rows_and_not_those_of_a_longer_or_shorter_name(tmp_path):
