@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "Unable to authenticate"
+LOCKED_OUT = "Too many failed logins"  # Matomo blocks an address after 20 in an hour, for everyone behind it
 NEEDS_SUPERUSER = "superuser"
 # addSite's refusal of a setting every site is created with: (Matomo's words, the setting, where valid values are)
 REFUSED_SETTINGS = (('The timezone "', "MATOMO_SITE_TIMEZONE", "SitesManager.getTimezonesList"),
@@ -57,6 +58,7 @@ class MatomoClient:
         self.currency = currency
         self._dry_run_sites = {}  # URL -> the domain a dry run would have made a Matomo site for, with that URL
         self._refused_setting = None  # set when addSite refused a setting every site is made with: asked no more
+        self._refused_token = None  # set when Matomo refused the token: not asked again, each refusal counts
         self._lock = threading.Lock()  # workers share the client
 
     def find_site(self, domain: str) -> int | None:
@@ -150,19 +152,30 @@ class MatomoClient:
         return site_id
 
     def _refuses_a_setting(self, err):
-        """Whether addSite refused a timezone or currency: every addSite would fail alike, so it is said once, with
-        Matomo's words and the fix, and not sent again this run (the sites still go live, without tracking)."""
+        """Whether addSite refused a timezone, a currency or a token that is not a super user's: every addSite
+        would fail alike, so it is said once, with Matomo's words and the fix, and not sent again this run (the
+        sites still go live, without tracking)."""
         for words, setting, listing in REFUSED_SETTINGS:
             if words in str(err):
                 value = self.timezone if setting == "MATOMO_SITE_TIMEZONE" else self.currency
-                with self._lock:
-                    said, self._refused_setting = self._refused_setting, f"Matomo refuses {setting}={value}"
-                if not said:
-                    logger.error("%s: %s; set it to a value of %s (--check says whether it is accepted) or leave "
-                                 "it unset for Matomo's default; no Matomo site is created this run",
-                                 self._refused_setting, err, listing)
+                self._say_once("_refused_setting", f"Matomo refuses {setting}={value}",
+                               f"{err}; set it to a value of {listing} (--check says whether it is accepted) or leave it "
+                               "unset for Matomo's default; no Matomo site is created this run")
                 return True
+        if NEEDS_SUPERUSER in str(err):
+            self._say_once("_refused_setting", "Matomo refuses to create sites for MATOMO_API_TOKEN: it must "
+                           "belong to a super user", f"{err}; no Matomo site is created this run")
+            return True
         return False
+
+    def _say_once(self, attribute, refusal, why):
+        """Remembers the first refusal of its kind in `attribute`, and logs it with why: once a run."""
+        with self._lock:
+            said = getattr(self, attribute)
+            if not said:
+                setattr(self, attribute, refusal)
+        if not said:
+            logger.error("%s: %s", refusal, why)
 
     def planned_site_of(self, domain: str) -> str | None:
         """In a dry run, the domain whose Matomo site, not made, would track `domain`: itself, or its www./apex twin,
@@ -209,6 +222,8 @@ class MatomoClient:
 
     def _call(self, method, params, creates=False):
         """POST to the API: the token only in the form body (Matomo 5 refuses it in the URL)."""
+        if self._refused_token:
+            raise MatomoError(f"{method}: not asked: {self._refused_token} (refused earlier in this run)")
         query = {"module": "API", "method": method, "format": "JSON"}
         response = send(self.session, "POST", self.api_url, params=query, data={**params, "token_auth": self.token},
                         error=MatomoError, what=method, creates=creates, setting="MATOMO_API_URL")
@@ -223,6 +238,11 @@ class MatomoClient:
             # Matomo's PHP request has ended: a refused database connection changed nothing, so even a create may
             # be tried again, and every attempt looks up first
             busy = response.status_code >= 500 and bool(_DATABASE_BUSY.search(message))
+            if AUTH_FAILED in message or LOCKED_OUT in message:
+                self._say_once("_refused_token", "Matomo refuses MATOMO_API_TOKEN",
+                               f"{secret_values.excerpt(message, 200)}; Matomo is not asked again this run: each "
+                               "refused token is a failed login, and after 20 in an hour Matomo blocks this address "
+                               "for every user behind it")
             raise MatomoError(f"{method}: {'HTTP %d: ' % response.status_code if busy else ''}{_explain(message)}",
                               transient=busy)
         if response.status_code != 200:

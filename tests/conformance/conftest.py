@@ -2,18 +2,16 @@
 tests/conformance/real-services.sh. Where they are not running, the whole tier is skipped with one line saying
 why; with CONFORMANCE_REQUIRED=1 (CI) that is a failure instead."""
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.conformance.real_db import forget_failed_logins, last_failed_login
 
 DEFAULT_ENV = "/tmp/hosting-automator-real/real.env"
 START = "bash tests/conformance/real-services.sh start"
@@ -89,6 +87,18 @@ def real():
     return _REAL
 
 
+@pytest.fixture(autouse=True)
+def _no_failed_logins_left():
+    """Matomo blocks 127.0.0.1 after 20 failed logins (a wrong token is one) in an hour, for every test at once:
+    those a test made are forgotten after it, as Matomo's own "unblock IP" does."""
+    if _REAL is None:
+        yield
+        return
+    before = last_failed_login(_REAL)
+    yield
+    forget_failed_logins(_REAL, before)
+
+
 @pytest.fixture
 def unique():
     """A label no other test (or earlier run against the same real services) used: names are never reused."""
@@ -113,32 +123,3 @@ def matomo_api(real, method, token=None, **params):
                                                                       "format": "JSON"},
                              data={**params, "token_auth": real.matomo_token if token is None else token}, timeout=30)
     return response
-
-
-@contextlib.contextmanager
-def matomo_database_down(real):
-    """Stops the real Matomo's MariaDB, and starts it again with the same command line, whatever the test did."""
-    pid_file = Path(real.matomo_dir) / "run" / "mariadbd.pid"
-    pid = int(pid_file.read_text().strip())
-    command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    os.kill(pid, signal.SIGTERM)
-    _wait(lambda: not Path(f"/proc/{pid}").exists(), 60, "MariaDB to stop")
-    try:
-        yield
-    finally:
-        with open(Path(real.matomo_dir) / "run" / "mariadb.err", "ab") as log:
-            started = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       start_new_session=True)
-        pid_file.write_text(f"{started.pid}\n")
-        _wait(lambda: matomo_api(real, "API.getMatomoVersion").status_code == 200, 60, "Matomo's database back")
-
-
-def _wait(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(requests.RequestException):
-            if predicate():
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)

@@ -10,7 +10,8 @@ import pytest
 from hosting_automator.core.http import Session
 from hosting_automator.errors import MatomoError
 from hosting_automator.services.matomo_client import MatomoClient
-from tests.conformance.conftest import matomo_api, matomo_database_down
+from tests.conformance.conftest import matomo_api
+from tests.conformance.real_db import matomo_database_down
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_a_view_only_token_cannot_create_and_check_says_so(real, session, retry,
 
     with pytest.raises(MatomoError, match="not a super user"):
         client.check()
-    with pytest.raises(MatomoError, match="superuser"):
+    with pytest.raises(MatomoError, match="must belong to a super user"):
         client.create_tracking_site(f"{unique}.example.test")
 
 

@@ -660,9 +660,21 @@ def test_gateway_a_site_made_by_hand_under_another_user_fails_saying_what_to_set
     state, doc_root, matomo_id, error = outcome(standins, ids[0])
     assert (state, doc_root, matomo_id) == ("failed", None, None)
     assert error.startswith("CloudPanel: byhand.example.test exists in CloudPanel under a site user this job did "
-                            "not make, and its document root cannot be read through the gateway: write the row's "
-                            "doc_root (/home/<site user>/htdocs/byhand.example.test)")
+                            "not make, and its document root cannot be read in the gateway's site listing (GET "
+                            "/lists/api/sites): write the row's doc_root (/home/<site user>/htdocs/byhand.example.test)")
     assert gateway_posts(standins, CERTIFICATE) == [] and standins.matomo.sites == {}
+
+
+def test_gateway_a_site_made_by_hand_goes_live_with_the_doc_root_its_listing_names(gateway_standins):
+    standins = gateway_standins
+    add_site(standins.db_path, "byhand.example.test", "handmade")
+    ids = add_pending(standins, "byhand.example.test")
+
+    result = run_job(standins)
+
+    assert result.returncode == 0, result.log
+    assert outcome(standins, ids[0])[:2] == ("active", "/home/handmade/htdocs/byhand.example.test")
+    assert gateway_posts(standins, ADD) == []
 
 
 def test_clpctl_without_cloudpanels_database_a_site_made_by_hand_fails_saying_what_to_set(standins):
@@ -883,7 +895,9 @@ def test_gateway_url_without_its_routes_stops_the_run_naming_the_setting(gateway
 
     assert result.returncode == 1
     assert [row(standins, i)["status_hosting"] for i in ids] == ["pending", "pending"]
-    assert len(standins.gateway.requests_log) == 1
+    # the listing's 404 says only that this gateway has none; the add's says the address is wrong
+    assert [(r["method"], r["path"]) for r in standins.gateway.requests_log] == [
+        ("GET", "/v2/lists/api/sites"), ("POST", "/v2/api/site/add/static")]
     assert "/v2/api/site/add/static is not a gateway route here (HTTP 404: Endpoint not found): set " \
            "CLOUDPANEL_API_URL to the gateway's base URL" in result.log
 

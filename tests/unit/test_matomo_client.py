@@ -176,15 +176,44 @@ def test_create_tracking_site_token_refused_names_matomo_api_token_and_is_not_re
     assert len(mocked.calls) == 1 and sleeps == []
 
 
-def test_create_tracking_site_not_superuser_says_token_must_be_a_super_users(mocked, matomo):
+def test_create_tracking_site_not_superuser_says_token_must_be_a_super_users_once_and_adds_no_more(mocked, matomo,
+                                                                                                    caplog):
     script(mocked, (LOOKUP, 200, "[]"),
            (ADD, 401, '{"result": "error", "message": "You can&#039;t access this resource as it requires a '
-                      '&#039;superuser&#039; access."}'))
+                      '&#039;superuser&#039; access."}'), (LOOKUP, 200, "[]"))
 
-    with pytest.raises(MatomoError) as caught:
+    with pytest.raises(MatomoError) as first:
         matomo.create_tracking_site("example.com")
+    with pytest.raises(MatomoError) as second:
+        matomo.create_tracking_site("other.example")
 
-    assert str(caught.value) == f"{ADD}: {SUPERUSER_MESSAGE} (MATOMO_API_TOKEN must belong to a super user)"
+    assert str(first.value) == "Matomo refuses to create sites for MATOMO_API_TOKEN: it must belong to a super user"
+    assert str(second.value).startswith("not asked: Matomo refuses to create sites for MATOMO_API_TOKEN")
+    (error,) = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert f"{ADD}: {SUPERUSER_MESSAGE} (MATOMO_API_TOKEN must belong to a super user)" in error
+
+
+@pytest.mark.parametrize("message", [
+    "Unable to authenticate with the provided token. It is either invalid or expired.",
+    "Too many failed logins. Please wait and try logging in again later.",
+])
+def test_a_refused_token_is_said_once_and_matomo_is_not_asked_again_this_run(mocked, matomo, caplog, message):
+    """Each refused token is a failed login to Matomo, which blocks the address after 20 in an hour."""
+    script(mocked, (LOOKUP, 401, json.dumps({"result": "error", "message": message})))
+
+    with pytest.raises(MatomoError) as first:
+        matomo.create_tracking_site("example.com")
+    with pytest.raises(MatomoError) as later:
+        matomo.create_tracking_site("other.example")
+    with pytest.raises(MatomoError):
+        matomo.check()
+
+    assert message.split(".")[0] in str(first.value)
+    assert str(later.value) == (f"{LOOKUP}: not asked: Matomo refuses MATOMO_API_TOKEN (refused earlier in this "
+                                "run)")
+    assert len(mocked.calls) == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "after 20 in an hour Matomo blocks this address" in errors[0]
 
 
 @pytest.mark.parametrize("status, body, shown", [
