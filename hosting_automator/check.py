@@ -9,7 +9,7 @@ from hosting_automator.core.config import Settings, env_file_readable_by_others
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import HostingAutomatorError
-from hosting_automator.services import Services
+from hosting_automator.services import Services, longest_run_seconds
 
 
 def run_checks(settings: Settings, services: Services | None = None, out: Callable[[str], object] = print,
@@ -30,6 +30,7 @@ def run_checks(settings: Settings, services: Services | None = None, out: Callab
         ("Matomo", lambda: services.matomo.check()),
         ("HTTPS", lambda: _https_endpoint(settings, services)),
         ("log file", lambda: _writable(settings.log_file, "LOG_FILE")),
+        ("run time", lambda: _run_time(settings)),
         ("lock file", lambda: _writable(settings.lock_file, "LOCK_FILE")),
     ]
     try:
@@ -113,6 +114,12 @@ def _https_endpoint(settings, services):
             "order a new certificate for every site it sees again: set SSL_CERT_FILE to a CA bundle that verifies "
             "it, or leave it unset for the system's")
     return f"{address} accepts connections; for {domain}: {served.reason}"
+
+
+def _run_time(settings):
+    longest = longest_run_seconds(settings) / 60
+    return (f"a run starts no site after MAX_RUN_MINUTES ({settings.max_run_minutes}) and ends within "
+            f"{longest:.0f} minutes: give systemd's RuntimeMaxSec and cron's timeout at least that")
 
 
 def _writable(path, setting):

@@ -19,8 +19,9 @@ from hosting_automator.core.logging_setup import RecentLines, configure_logging,
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, HostingAutomatorError, RunInterrupted
 from hosting_automator.pipeline import Pipeline, RunOptions
-from hosting_automator.services import Services
-from hosting_automator.services.healthcheck import Monitoring
+from hosting_automator.core.http import Session
+from hosting_automator.services import Services, longest_run_seconds
+from hosting_automator.services.healthcheck import Monitoring, ping
 
 logger = logging.getLogger("hosting_automator")
 
@@ -131,10 +132,7 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
     if not dry_run:  # a dry run changes nothing, so it may look while a run works
         try:
             if not lock.acquire():
-                summary = f"Another run is in progress ({settings.lock_file} is locked); this one does nothing"
-                logger.info("%s", summary)
-                _report(arguments, [], summary, EXIT_OK)
-                return EXIT_OK
+                return _locked_out(settings, arguments, lock, recent_lines)
         except OSError as err:
             summary = f"LOCK_FILE {settings.lock_file} cannot be opened ({err.strerror})"
             logger.error("%s", summary)
@@ -144,7 +142,7 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
     backfill = min(settings.matomo_backfill_per_run, arguments.limit or settings.matomo_backfill_per_run)
     options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
                          retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers,
-                         matomo_backfill=backfill)
+                         matomo_backfill=backfill, max_run_seconds=settings.max_run_minutes * 60)
     retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
     with lock:
         try:
@@ -165,6 +163,27 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
             services.close()
     _report(arguments, outcomes, summary, exit_code)
     return exit_code
+
+
+def _locked_out(settings, arguments, lock, recent_lines):
+    """Another run holds the lock. Usual while it works (exit 0); but held longer than a run can take, that run
+    is stuck, and every run after it would do nothing without a word: said loudly, exit 1, a /fail ping."""
+    held = lock.held_for()
+    longest = longest_run_seconds(settings)
+    if held is None or held <= longest:
+        summary = f"Another run is in progress ({settings.lock_file} is locked); this one does nothing"
+        logger.info("%s", summary)
+        _report(arguments, [], summary, EXIT_OK)
+        return EXIT_OK
+    summary = (f"Another run has held {settings.lock_file} for {held / 60:.0f} minutes, longer than a run can take "
+               f"({longest / 60:.0f} minutes: MAX_RUN_MINUTES and the longest a site's steps may take); it is stuck: "
+               f"see what process {lock.holder() or '?'} does (the log file), and stop it; no run does anything "
+               "until then")
+    logger.error("%s", summary)
+    with Session(settings.http_timeout) as http:
+        ping(http, settings.healthcheck_url, "fail", summary + "\n\n" + "\n".join(recent_lines.lines))
+    _report(arguments, [], summary, EXIT_FAILED)
+    return EXIT_FAILED
 
 
 def _finish(arguments, retry, pipeline, outcomes, interrupted):

@@ -4,6 +4,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class RunOptions:
     retry_failed: bool = False
     workers: int = 1
     matomo_backfill: int = 0  # live sites without a Matomo site given one after the pending rows; 0: none
+    max_run_seconds: float | None = None  # no site starts later into the run; the next run takes the rest
 
 
 class Pipeline:
@@ -50,6 +52,8 @@ class Pipeline:
         self.stop_event = stop_event or threading.Event()
         self.aborted = None  # the reason, when the run had to stop early
         self.matomo_failed = False  # Matomo failed for a site of this run: no backfill this run
+        self._ends = None if options.max_run_seconds is None else time.monotonic() + options.max_run_seconds
+        self._said_out_of_time = threading.Event()
         self._pair_locks = {}
         self._pair_locks_guard = threading.Lock()
 
@@ -75,7 +79,7 @@ class Pipeline:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
             try:
                 for position, row in enumerate(rows):
-                    if not slots.take(lambda: self.stop_event.is_set() or self.aborted is not None):
+                    if not slots.take(self._no_new_site):
                         break
                     read.add(row.get("id"))
                     name = _normalised_or_none(row.get("domain"))
@@ -96,7 +100,7 @@ class Pipeline:
         """After the pending rows: live sites that went live without analytics (Matomo was down) get their Matomo
         site, looked up first, at most `matomo_backfill` a run. A Matomo failure ends it for this run with one
         WARNING; nothing here changes the run's exit code."""
-        if not self.options.matomo_backfill or self.aborted is not None or self.stop_event.is_set():
+        if not self.options.matomo_backfill or self._no_new_site():
             return
         if self.matomo_failed:
             logger.warning("Matomo failed for a site of this run: the live sites without a Matomo site wait for the "
@@ -106,7 +110,7 @@ class Pipeline:
         try:
             rows = (row for row in self.services.supabase.fetch_active_without_matomo() if row.get("id") not in read)
             for row in self._selected(rows, self.options.matomo_backfill, "live sites without Matomo"):
-                if self.stop_event.is_set():
+                if self._no_new_site():
                     return
                 outcome = self._backfill_row(row)
                 outcomes.add(position, outcome)
@@ -159,9 +163,21 @@ class Pipeline:
             taken += 1
             yield row
 
+    def _no_new_site(self):
+        """A signal, a setting every site would meet, or MAX_RUN_MINUTES reached: no site starts now."""
+        if self.stop_event.is_set() or self.aborted is not None:
+            return True
+        if self._ends is None or time.monotonic() < self._ends:
+            return False
+        if not self._said_out_of_time.is_set():
+            self._said_out_of_time.set()
+            logger.info("This run has worked for MAX_RUN_MINUTES (%d): no new site starts, the rest wait for the "
+                        "next run", round(self.options.max_run_seconds / 60))
+        return True
+
     def _leave_to_owner(self, row, domain, owner):
         """A second row for a site another row of this run owns: nothing is created twice, and the row says why."""
-        if self.stop_event.is_set() or self.aborted is not None:
+        if self._no_new_site():
             return None
         with site_context(domain):
             not_ours = self._not_this_servers(row, domain)
@@ -170,7 +186,7 @@ class Pipeline:
             return self._fail_as_duplicate(row, domain, owner)
 
     def _process_row(self, row, domain=None, _owner=None):
-        if self.stop_event.is_set() or self.aborted is not None:
+        if self._no_new_site():
             return None  # queued but not started: it stays as it is for the next run
         with self._pair_lock(domain):
             return self._process_row_in_turn(row)

@@ -26,6 +26,7 @@ DEFAULT_HTTPS_ADDRESS = "127.0.0.1:443"
 # Let's Encrypt allows 300 new orders per account per 3 hours. A run every 15 minutes is 12 runs in 3 hours;
 # 20 sites a run is at most 240 orders, leaving room for retried and manual orders.
 DEFAULT_MAX_SITES_PER_RUN = 20
+DEFAULT_MAX_RUN_MINUTES = 60  # no site starts later than this into a run; the next run takes the rest
 DEFAULT_MATOMO_BACKFILL_PER_RUN = 20  # live sites given their missing Matomo site per run; 0 turns it off
 # Ranges that work. A run takes 20 sites by default and every site waits on clpctl, so no more than 64 workers or
 # CloudPanel calls at once can help; a larger count only costs threads and connections (10^12 of them hung the run).
@@ -70,6 +71,7 @@ class Settings:
     cloudpanel_https_host: str = "127.0.0.1"
     cloudpanel_https_port: int = 443
     max_sites_per_run: int = DEFAULT_MAX_SITES_PER_RUN
+    max_run_minutes: int = DEFAULT_MAX_RUN_MINUTES
     workers: int = 1
     cloudpanel_concurrency: int = 1
     matomo_backfill_per_run: int = DEFAULT_MATOMO_BACKFILL_PER_RUN
@@ -168,6 +170,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
         cloudpanel_https_host=https_host,
         cloudpanel_https_port=https_port,
         max_sites_per_run=reader.integer("MAX_SITES_PER_RUN", DEFAULT_MAX_SITES_PER_RUN, 0, MAX_SITES_PER_RUN_LIMIT),
+        max_run_minutes=reader.integer("MAX_RUN_MINUTES", DEFAULT_MAX_RUN_MINUTES, 1, 24 * 60),
         workers=reader.integer("WORKERS", 1, 1, MAX_WORKERS),
         cloudpanel_concurrency=reader.integer("CLOUDPANEL_CONCURRENCY", 1, 1, MAX_CLOUDPANEL_CONCURRENCY),
         matomo_backfill_per_run=reader.integer("MATOMO_BACKFILL_PER_RUN", DEFAULT_MATOMO_BACKFILL_PER_RUN, 0,

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import time
 
 
 class RunLock:
@@ -25,6 +26,22 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode())  # for the operator who wonders who holds it
         self._fd = fd
         return True
+
+    def held_for(self) -> float | None:
+        """Seconds since the holder took the lock (it writes its pid then), or None when that cannot be read."""
+        try:
+            return max(0.0, time.time() - os.stat(self.path).st_mtime)
+        except OSError:
+            return None
+
+    def holder(self) -> int | None:
+        """The pid the holder wrote, or None."""
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as stream:
+                text = stream.read(32).strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def fileno(self) -> int | None:
         """The locked descriptor, or None. A child given it (pass_fds) keeps the lock held until it ends too, so a

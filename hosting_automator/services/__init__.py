@@ -2,11 +2,21 @@
 
 from hosting_automator.core.config import Settings
 from hosting_automator.core.http import Session
-from hosting_automator.core.retry import RetryPolicy
-from hosting_automator.services.cloudpanel_client import ClpctlClient, GatewayClient
+from hosting_automator.core.retry import BUDGET, RetryPolicy
+from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, SITE_COMMAND_TIMEOUT,
+                                                          ClpctlClient, GatewayClient)
 from hosting_automator.services.dns_client import DnsClient
 from hosting_automator.services.matomo_client import MatomoClient
 from hosting_automator.services.served_certificate import ServedCertificate, served_certificate, trust_store
+
+
+def longest_run_seconds(settings: Settings) -> float:
+    """How long a run can take at most: no site starts after MAX_RUN_MINUTES, and the sites in progress then end
+    within their steps' own limits. Each step's retries stop at the retry budget and its last attempt at its own
+    limit: the CloudPanel site (clpctl's), the certificate (clpctl's, the longest), and Matomo and the row's
+    write, a few requests of HTTP_TIMEOUT each."""
+    longest_site = 4 * BUDGET + SITE_COMMAND_TIMEOUT + CERTIFICATE_COMMAND_TIMEOUT + 10 * settings.http_timeout
+    return settings.max_run_minutes * 60 + longest_site
 
 
 class Services:

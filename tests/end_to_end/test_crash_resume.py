@@ -234,6 +234,29 @@ def test_second_run_while_the_lock_is_held_reads_nothing_and_exits_0(three):
     assert {row["status_hosting"] for row in three.postgrest.rows() if row["domain"] in DOMAINS} == {"pending"}
 
 
+def test_a_lock_held_longer_than_a_run_can_take_is_said_loudly_exit_1_and_a_fail_ping(three, httpserver):
+    """A stuck run holds the lock: every later run would say "another run is in progress" and exit 0 for ever."""
+    httpserver.expect_request("/ping/abc/fail", method="POST").respond_with_data("OK")
+    lock_file = three.env["LOCK_FILE"]
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        taken = time.time() - (60 + 21 + 5 + 1) * 60  # a minute past MAX_RUN_MINUTES and the longest site
+        os.utime(lock_file, (taken, taken))
+        result = run_job(three, overrides={"HEALTHCHECK_URL": httpserver.url_for("/ping/abc")})
+        recent = run_job(three, overrides={"MAX_RUN_MINUTES": "120"})  # a limit it has not reached: usual
+
+    assert result.returncode == 1
+    assert f"ERROR Another run has held {lock_file} for 87 minutes, longer than a run can take (86 minutes" in (
+        result.log)
+    assert "see what process 4242 does" in result.log
+    (ping, _), = httpserver.log
+    assert ping.path == "/ping/abc/fail" and "longer than a run can take" in ping.get_data(as_text=True)
+    assert three.postgrest.request_count == 0
+    assert recent.returncode == 0 and "Another run is in progress" in recent.log
+
+
 def test_second_run_while_a_run_works_exits_0_and_the_first_finishes_alone(three, uninterrupted):
     slow = {"FAKE_CLPCTL_LATENCY_MS": 400}
     first = start_job(three, overrides=slow)

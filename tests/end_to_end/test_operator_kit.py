@@ -15,12 +15,15 @@ def test_check_against_working_services_passes_every_line(standins):
     result = run_job(standins, "--check")
     lines = check_lines(result)
     assert set(lines) == {"PASS  settings", "PASS  Supabase", "PASS  servers", "PASS  Matomo backfill",
-                          "PASS  Matomo", "PASS  HTTPS", "PASS  log file", "PASS  lock file",
+                          "PASS  Matomo", "PASS  HTTPS", "PASS  log file", "PASS  run time", "PASS  lock file",
                           "PASS  CloudPanel" if os.geteuid() == 0 else "FAIL  CloudPanel"}
     assert "table sites has every column" in lines["PASS  Supabase"]
     assert "Matomo 5.0.2" in lines["PASS  Matomo"] and "super user" in lines["PASS  Matomo"]
     assert result.returncode == (0 if os.geteuid() == 0 else 1)
-    assert result.stdout.splitlines()[-1] == ("9 passed, 0 failed" if os.geteuid() == 0 else "8 passed, 1 failed")
+    assert result.stdout.splitlines()[-1] == ("10 passed, 0 failed" if os.geteuid() == 0 else "9 passed, 1 failed")
+    assert lines["PASS  run time"] == ("PASS  run time: a run starts no site after MAX_RUN_MINUTES (60) and ends "
+                                       "within 86 minutes: give systemd's RuntimeMaxSec and cron's timeout at least "
+                                       "that")
     # read-only: nothing was written anywhere; the one update can match no row
     assert [(r["method"], r["query"]) for r in standins.postgrest.requests_log if r["method"] != "GET"] == [
         ("PATCH", {"id": ["is.null"]})]

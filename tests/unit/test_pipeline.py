@@ -634,3 +634,17 @@ def test_a_dry_run_takes_every_step_the_run_takes_and_each_change_is_told_it_is_
     assert state(dry) == before
     assert [o.outcome for o in outcomes] == ["would set up", "would set up", "waiting for DNS", "would fail",
                                              "would fail", "would add Matomo"]
+
+
+def test_past_max_run_minutes_no_new_site_starts_and_the_rest_wait_for_the_next_run(retry, caplog, monkeypatch):
+    services = MemoryServices([row(1, "first.example"), row(2, "second.example"), row(3, "third.example")], retry)
+    # a minute goes by while the first site is worked on (one worker: the others wait their turn)
+    monkeypatch.setattr("hosting_automator.pipeline.time.monotonic",
+                        lambda: 61.0 if services.supabase.updates else 0.0)
+
+    _, outcomes = run(services, max_run_seconds=60)
+
+    assert [o.domain for o in outcomes] == ["first.example"]
+    assert [services.supabase.rows[i]["status_hosting"] for i in (1, 2, 3)] == ["active", "pending", "pending"]
+    said = [m for m in caplog.messages if "MAX_RUN_MINUTES" in m]
+    assert said == ["This run has worked for MAX_RUN_MINUTES (1): no new site starts, the rest wait for the next run"]
