@@ -33,9 +33,11 @@ def standin_of(standins, service):
 
 
 def only_for(service, fault):
-    """The fault for the service's own requests: the ping goes to a path of the Matomo stand-in of its own."""
+    """The fault for the service's own requests: the pings go to a path of the Matomo stand-in of their own."""
     if service == "monitoring ping":
         return lambda request: fault if request["path"].startswith("/ping") else None
+    if service == "Matomo":
+        return lambda request: fault if request["path"].endswith("index.php") else None
     if service == "gateway":  # a request that has HTTP_TIMEOUT (the add and the certificate wait on clpctl)
         return lambda request: fault if request["path"] == "/lists/api/sites" else None
     return lambda request: fault
@@ -50,7 +52,8 @@ def environment(standins, timeout):
 
 
 def run(standins, timeout, signum=None, signal_after=None):
-    """One run under GNU time: (seconds, peak RSS in kB, exit code)."""
+    """One run under GNU time: (seconds, peak RSS in kB, exit code). With `signum`, the seconds from the signal to
+    the end."""
     with tempfile.NamedTemporaryFile("r") as figures:
         started = time.monotonic()
         process = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", figures.name, sys.executable, "-m",
@@ -99,16 +102,21 @@ def main():
         finally:
             baseline.stop()
         print(f"ordinary run: {base_seconds:.1f} s, peak {base_peak / 1024:.1f} MB, exit {base_code}")
-        print(f"{'service':<16} {'drip: run':>10} {'SIGTERM':>8} {'SIGHUP':>8} {'1.5 GB: peak':>13} {'ratio':>6}")
+        print(f"{'service':<16} {'longest request':>15} {'drip: run':>10} {'SIGTERM':>8} {'SIGHUP':>8} "
+              f"{'1.5 GB: peak':>13} {'ratio':>6}")
         for service in services:
             row = [service]
             for signum in (None, signal.SIGTERM, signal.SIGHUP):
                 standins = fresh(directory, f"{service}-drip-{signum}")
-                standin_of(standins, service).fault = only_for(service, Fault.drip(seconds=1.0, size=10_000))
+                standin = standin_of(standins, service)
+                standin.fault = only_for(service, Fault.drip(seconds=1.0, size=10_000))
                 try:
                     took, _, _ = run(standins, args.timeout, signum, signal_after=args.timeout / 2 + 1)
+                    time.sleep(1.5)  # the last drip notices the closed connection at its next byte
                 finally:
                     standins.stop()
+                if signum is None:
+                    row.append(f"{max(standin.drip_seconds, default=0):.1f} s x {len(standin.drip_seconds)}")
                 row.append(f"{took:.1f} s")
             standins = fresh(directory, f"{service}-huge")
             standin_of(standins, service).fault = only_for(service, Fault.huge(args.huge, declared=False))
@@ -117,8 +125,10 @@ def main():
             finally:
                 standins.stop()
             row += [f"{peak / 1024:.1f} MB", f"{peak / base_peak:.2f}"]
-            print(f"{row[0]:<16} {row[1]:>10} {row[2]:>8} {row[3]:>8} {row[4]:>13} {row[5]:>6}", flush=True)
-    print(f"goals: drip run < {2 * args.timeout:g} s; a signal ends it < {args.timeout + 5:g} s; peak ratio <= 1.20")
+            print(f"{row[0]:<16} {row[1]:>15} {row[2]:>10} {row[3]:>8} {row[4]:>8} {row[5]:>13} {row[6]:>6}",
+                  flush=True)
+    print(f"goals: each dripped request ends < {2 * args.timeout:g} s (the run goes on: each is tried again, and "
+          f"the next site asks again); a signal ends the run < {args.timeout + 5:g} s; peak ratio <= 1.20")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from hosting_automator.core.config import Settings, env_file_readable_by_others
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
-from hosting_automator.errors import HostingAutomatorError
+from hosting_automator.errors import HostingAutomatorError, ServerNameClash
 from hosting_automator.services import Services, longest_run_seconds
 
 
@@ -73,13 +73,18 @@ def _supabase(services, settings):
 
 def _servers(services, settings):
     """Which pending rows this server would take: its own and the unassigned ones, never another server's."""
+    other = services.supabase.other_machine()
+    if other is not None:
+        raise ServerNameClash(settings.server_name, *other, services.machine)
     counts = services.supabase.pending_by_server()
     here, unassigned = counts.pop(settings.server_name, 0), counts.pop(None, 0)
     where = (f"SERVER_ADDRESSES {', '.join(str(address) for address in settings.server_addresses)} (a row is taken "
              "only when its domain's DNS names one)" if settings.server_addresses
              else "SERVER_ADDRESSES unset (DNS is not asked)")
-    return (f"SERVER_NAME {settings.server_name}, {where}; pending rows: {here} assigned here, {unassigned} "
-            f"unassigned, {sum(counts.values())} assigned to other servers")
+    machine = f"machine {services.machine}" if services.machine else "no /etc/machine-id, so a second machine under " \
+        "this name could not be told apart"
+    return (f"SERVER_NAME {settings.server_name} ({machine}), {where}; pending rows: {here} assigned here, "
+            f"{unassigned} unassigned, {sum(counts.values())} assigned to other servers")
 
 
 def _without_matomo(services, settings):

@@ -46,6 +46,17 @@ class SetupError(HostingAutomatorError):
     stops at the first one, rows untouched, with one message naming the setting."""
 
 
+class ServerNameClash(SetupError):
+    """Another machine claims rows under this server's SERVER_NAME: both would build the same sites."""
+
+    def __init__(self, name: str, row_id: object, held: str, machine: str) -> None:
+        super().__init__(
+            f"SERVER_NAME {name} is used by two machines: row {row_id} was claimed under it by machine {held}, and "
+            f"this is machine {machine}. Both would build the same sites: give each server its own SERVER_NAME "
+            "(servers cloned from one image share a host name, the default). If this machine replaced that one, "
+            f"clear the old machine: update sites set hosting_machine = null where hosting_server = '{name}'")
+
+
 class CloudPanelError(ServiceError):
     """clpctl or the gateway refused or failed; the site fails as `CloudPanel: …`."""
 

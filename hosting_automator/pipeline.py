@@ -17,6 +17,7 @@ from hosting_automator.errors import (
     InvalidDomainError,
     MatomoError,
     RunInterrupted,
+    ServerNameClash,
     ServiceError,
     SetupError,
     SupabaseError,
@@ -63,10 +64,12 @@ class Pipeline:
         """Process every selected pending site, then the Matomo backfill; return the outcomes in the order the
         sites were read. No exception of the project's own leaves: a failure that stops the run is in `aborted`."""
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
+        outcomes = RunOutcomes()  # futures are dropped as soon as they are done
+        if not self._one_machine_under_this_name():
+            return outcomes
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
         slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
-        outcomes = RunOutcomes()  # futures are dropped as soon as they are done
         owners = {}  # normalised domain -> id of the first row read for it: one site, one worker, one row
         read = set()  # ids of the rows this run took: a Matomo site they lack is the next run's to add
 
@@ -95,6 +98,21 @@ class Pipeline:
             slots.wait_until_all_released()
         self._backfill_matomo(outcomes, read)
         return outcomes
+
+    def _one_machine_under_this_name(self):
+        """Before any row: no other machine has claimed rows under this SERVER_NAME (two machines under one name
+        would build the same sites). False, with the run aborted, when one has or the table cannot say."""
+        try:
+            other = self.services.supabase.other_machine()
+            if other is not None:
+                self._same_machine(*other)
+            return True
+        except SetupError as err:
+            self.aborted = str(err)
+        except SupabaseError as err:
+            self.aborted = f"cannot read the pending sites: {err}"
+        logger.error("%s", self.aborted)
+        return False
 
     def _backfill_matomo(self, outcomes, read):
         """After the pending rows: live sites that went live without analytics (Matomo was down) get their Matomo
@@ -137,6 +155,8 @@ class Pipeline:
             if row.get("hosting_server") is None and self.services.server_name is not None:
                 if not self.services.supabase.claim(row["id"], "active", matomo_id=None, dry_run=dry_run):
                     return None  # another server repairs it
+            elif self.services.server_name is not None:
+                self._take_over(row, "active")
             matomo_id = self.services.matomo.create_tracking_site(domain, dry_run=dry_run)
             if not self.services.supabase.record_matomo_id(row["id"], matomo_id, dry_run=dry_run):
                 logger.warning("Row %s was changed by someone else; its Matomo site %d is not recorded", row["id"],
@@ -335,16 +355,45 @@ class Pipeline:
                                            f"{elsewhere.get('hosting_server')}")
             if row.get("hosting_server") is None:
                 if not self.services.supabase.claim(row["id"], read_status, dry_run=self.options.dry_run):
-                    owner = self.services.supabase.assigned_server(row["id"])
+                    owner, machine = self.services.supabase.holder(row["id"])
+                    if owner == name:  # won under this server's own name: by another machine cloned under it?
+                        self._same_machine(row["id"], machine)
                     logger.info("Claimed by %s first; left to it", owner or "another server")
                     return SiteOutcome(row.get("id"), domain, LEFT_TO_OTHERS,
                                        warning=f"assigned to {owner}" if owner else None)
+            else:
+                self._take_over(row, read_status)
         except SetupError:
             raise
         except ServiceError as err:
             return self._postpone(row, domain, f"could not claim the row: {err}")
         live = next((other for other in others if other.get("status_hosting") == ACTIVE), None)
         return None if live is None else self._fail_as_duplicate(row, domain, live.get("id"))
+
+    def _take_over(self, row, read_status):
+        """A row assigned to this server's name: this machine's, or taken for it when no machine holds it yet
+        (assigned by hand, or claimed before machines were recorded).
+
+        Raises:
+            ServerNameClash: another machine holds it under this server's name.
+        """
+        machine = self.services.machine
+        if machine is None or row.get("hosting_machine") == machine:
+            return
+        held = row.get("hosting_machine")
+        if held is None:
+            if self.services.supabase.take_over(row["id"], read_status, dry_run=self.options.dry_run):
+                return
+            held = self.services.supabase.holder(row["id"])[1]
+        self._same_machine(row["id"], held)
+
+    def _same_machine(self, row_id, held):
+        """Raises ServerNameClash when `held`, the machine that claimed row `row_id` under this server's name, is
+        another machine."""
+        machine, name = self.services.machine, self.services.server_name
+        if machine is None or held in (None, machine):
+            return
+        raise ServerNameClash(name, row_id, held, machine)
 
     def _fail_as_duplicate(self, row, domain, owner):
         """A row for a site another row set up, in this run or an earlier one: failed, naming that row."""

@@ -1,6 +1,6 @@
 """One module per external service; `Services` builds every client once per run, shared by all the workers."""
 
-from hosting_automator.core.config import Settings
+from hosting_automator.core.config import Settings, machine_identity
 from hosting_automator.core.http import Session
 from hosting_automator.core.retry import BUDGET, RetryPolicy
 from hosting_automator.services.cloudpanel_client import (CERTIFICATE_COMMAND_TIMEOUT, SITE_COMMAND_TIMEOUT,
@@ -43,8 +43,9 @@ class Services:
         self.retry = retry
         self._trust_store = trust_store()
         self.http = Session(s.http_timeout, pool_size=workers)
+        self.machine = machine_identity()  # told apart from a machine cloned under the same SERVER_NAME
         self.supabase = SupabaseClient(s.supabase_url, s.supabase_service_key, s.sites_table, s.http_timeout, retry,
-                                       pool_size=workers, server_name=s.server_name)
+                                       pool_size=workers, server_name=s.server_name, machine=self.machine)
         self.server_name = s.server_name
         self.server_addresses = s.server_addresses
         self.dns = DnsClient(s.dns_resolvers, s.http_timeout) if s.server_addresses else None

@@ -8,7 +8,7 @@ from hosting_automator.core.logging_setup import RecentLines, secret_values
 
 logger = logging.getLogger(__name__)
 
-PING_TIMEOUT = 10  # seconds; a slow monitor must not hold up the run
+PING_TIMEOUT = 10  # seconds at most (HTTP_TIMEOUT when shorter); a slow monitor must not hold up the run
 BODY_MAX_BYTES = 100_000  # Healthchecks.io keeps the first 100 kB
 
 
@@ -22,7 +22,8 @@ def ping(session: requests.Session, url: str | None, state: str, body: str = "",
         return
     target = url if state == "success" else f"{url}/{state}"
     try:
-        response = session.post(target, data=body.encode("utf-8")[:BODY_MAX_BYTES], timeout=PING_TIMEOUT)
+        response = session.post(target, data=body.encode("utf-8")[:BODY_MAX_BYTES],
+                                timeout=min(PING_TIMEOUT, getattr(session, "timeout", PING_TIMEOUT)))
         if response.status_code >= 300:  # redirects are not followed
             logger.warning("Monitoring ping (%s) answered HTTP %d", state, response.status_code)
     except Exception as err:  # any failure of the monitor is only a warning

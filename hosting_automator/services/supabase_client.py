@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000  # hosted Supabase answers at most 1,000 rows at once
-SELECTED_COLUMNS = "id,domain,status_hosting,hosting_server,error_message"
+SELECTED_COLUMNS = "id,domain,status_hosting,hosting_server,hosting_machine,error_message"
 OUTCOME_COLUMNS = ("status_hosting", "doc_root", "matomo_id", "error_message")
-ALL_COLUMNS = ("id", "domain", "status_dns", "hosting_server") + OUTCOME_COLUMNS
+ALL_COLUMNS = ("id", "domain", "status_dns", "hosting_server", "hosting_machine") + OUTCOME_COLUMNS
 ERROR_MESSAGE_MAX = 500
 # PostgREST's own "cannot reach the database right now" codes
 TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
@@ -38,7 +38,7 @@ class SupabaseClient:
     since core/retry.py is the one retry policy."""
 
     def __init__(self, url: str, service_key: str, table: str, timeout: float, retry: "RetryPolicy",
-                 pool_size: int = 1, server_name: str | None = None) -> None:
+                 pool_size: int = 1, server_name: str | None = None, machine: str | None = None) -> None:
         """The clients are built here, once a run reaches Supabase.
 
         Raises:
@@ -46,6 +46,7 @@ class SupabaseClient:
         """
         self.table_name = table
         self.server_name = server_name  # this server's rows: hosting_server = it, or null (unassigned)
+        self.machine = machine  # this machine's identity, written beside the name it claims a row for
         self.timeout = timeout
         self.retry = retry
         try:
@@ -143,7 +144,7 @@ class SupabaseClient:
             SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
             SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
         """
-        claimed = self._conditional_update(site_id, {"hosting_server": self.server_name},
+        claimed = self._conditional_update(site_id, {"hosting_server": self.server_name, **self._machine()},
                                            {"status_hosting": read_status, "hosting_server": None, **still},
                                            f"claim site {site_id} for {self.server_name}", dry_run)
         if claimed and not dry_run:
@@ -212,15 +213,46 @@ class SupabaseClient:
         return self._conditional_update(site_id, {"error_message": error_message}, self._as_read(read_status),
                                         f"note why site {site_id} waits", dry_run)
 
-    def assigned_server(self, site_id: int | str) -> str | None:
-        """The server a row is assigned to now, or None.
+    def take_over(self, site_id: int | str, read_status: str = "pending", dry_run: bool = False) -> bool:
+        """Record this machine on a row assigned to this server's name with no machine yet (assigned by hand, or
+        claimed before machines were recorded); False when another machine, or anything else, changed it first.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the key was refused or may read but not write, or the table or a column is missing.
+        """
+        return self._conditional_update(site_id, self._machine(), {**self._as_read(read_status),
+                                                                   "hosting_machine": None},
+                                        f"record this machine on site {site_id}", dry_run)
+
+    def other_machine(self) -> tuple[int | str, str] | None:
+        """A row assigned to this server's name that another machine claimed (its id and that machine), or None.
+
+        Raises:
+            SupabaseError: Supabase could not be reached or answered an error (`transient` when worth a retry).
+            SupabaseSetupError: the key was refused, or the table or a column is missing.
+        """
+        if not self.machine or self.server_name is None:
+            return None
+        query = (self._table().select("id,hosting_machine").eq("hosting_server", self.server_name)
+                 .neq("hosting_machine", self.machine).limit(1))
+        rows = self.retry.call(lambda: self._execute(query, "look for another machine under SERVER_NAME"),
+                               "look for another machine under SERVER_NAME", service="Supabase")
+        return (rows[0]["id"], rows[0].get("hosting_machine")) if rows else None
+
+    def _machine(self):
+        return {"hosting_machine": self.machine} if self.machine else {}
+
+    def holder(self, site_id: int | str) -> tuple[str | None, str | None]:
+        """The server a row is assigned to now, and the machine that claimed it for that server.
 
         Raises:
             SupabaseError: Supabase could not be reached or answered an error.
             SupabaseSetupError: the key was refused, or the table or a column is missing.
         """
-        rows = self._execute(self._table().select("hosting_server").eq("id", site_id), f"re-read site {site_id}")
-        return rows[0].get("hosting_server") if rows else None
+        rows = self._execute(self._table().select("hosting_server,hosting_machine").eq("id", site_id),
+                             f"re-read site {site_id}")
+        return (rows[0].get("hosting_server"), rows[0].get("hosting_machine")) if rows else (None, None)
 
     def _as_read(self, read_status):
         conditions = {"status_hosting": read_status}

@@ -7,11 +7,16 @@ and are SIGKILLed at random. See tests/support/fleet.py.
 `pytest -m soak -s -k fleet` runs the soak variant (300 domains) and prints its figures."""
 
 import collections
+import hashlib
+import os
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
+
+from hosting_automator.core.config import machine_identity
 
 from tests.support.fleet import ADDRESSES, NOWHERE, Fleet
 from tests.support.harness import run_job
@@ -232,6 +237,61 @@ def test_fleet_one_site_under_two_spellings_on_two_servers_is_built_once(tmp_pat
         assert fleet.postgrest.get(other)["hosting_server"] is None  # left to web-1, which holds the site
         assert fleet.postgrest.get(held)["status_hosting"] == "pending"
         assert f"Row {held} of the same site is assigned to web-1; this row is left to it" in fleet.servers[1].log()
+
+
+# -- two machines under one SERVER_NAME (cloned from one image) ------------------------------------------------
+
+def as_machine(tmp_path, name):
+    """A prefix that runs the job on a machine of its own: a mount namespace whose /etc/machine-id is another."""
+    machine_id = tmp_path / f"machine-id-{name}"
+    machine_id.write_text(hashlib.md5(name.encode()).hexdigest() + "\n")
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount --bind {machine_id} /etc/machine-id && exec "$0" "$@"'), str(machine_id)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not Path("/etc/machine-id").is_file(),
+                                reason="another machine's /etc/machine-id is bind-mounted: needs root and the file")
+
+
+@needs_root
+def test_fleet_a_second_machine_under_the_same_server_name_is_refused_and_builds_nothing(tmp_path):
+    with Fleet(tmp_path, names=("web-1",)) as fleet:
+        (server,) = fleet.servers
+        first, first_id = as_machine(tmp_path, "first")
+        second, _ = as_machine(tmp_path, "second")
+        held = fleet.add("held.fleet.test", None, hosting_server="web-1", hosting_machine=machine_identity(first_id))
+        free = fleet.add("free.fleet.test", None)
+        overrides = {"SERVER_ADDRESSES": None}
+
+        clone = run_job(server, *WORKERS, overrides=overrides, prefix=second, timeout=60)
+
+        assert clone.returncode == 1
+        assert ("SERVER_NAME web-1 is used by two machines: row %d was claimed under it by machine %s, and this is "
+                "machine %s" % (held, machine_identity(first_id), machine_identity(tmp_path / "machine-id-second"))
+                in clone.log)
+        assert "give each server its own SERVER_NAME" in clone.log
+        assert server.sites() == {}
+        assert fleet.postgrest.get(held)["status_hosting"] == "pending"
+
+        original = run_job(server, *WORKERS, overrides=overrides, prefix=first, timeout=60)
+
+        assert original.returncode == 0, original.log
+        assert fleet.postgrest.get(held)["status_hosting"] == "active"
+        assert fleet.postgrest.get(free)["hosting_machine"] == machine_identity(first_id)
+
+
+@needs_root
+def test_fleet_a_row_assigned_by_hand_is_taken_by_the_machine_that_first_works_on_it(tmp_path):
+    with Fleet(tmp_path, names=("web-1",)) as fleet:
+        (server,) = fleet.servers
+        first, first_id = as_machine(tmp_path, "first")
+        by_hand = fleet.add("hand.fleet.test", None, hosting_server="web-1")  # no machine yet
+
+        result = run_job(server, *WORKERS, overrides={"SERVER_ADDRESSES": None}, prefix=first, timeout=60)
+
+        assert result.returncode == 0, result.log
+        row = fleet.postgrest.get(by_hand)
+        assert (row["status_hosting"], row["hosting_machine"]) == ("active", machine_identity(first_id))
 
 
 # -- SERVER_NAME with dots: the filter matches the name exactly ------------------------------------------------

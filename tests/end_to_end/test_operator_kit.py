@@ -3,6 +3,7 @@
 import json
 import os
 
+from hosting_automator.core.config import machine_identity
 from tests.support.harness import run_job
 from tests.standins.faults import Fault
 
@@ -207,7 +208,8 @@ def test_check_names_this_server_and_counts_the_pending_rows_by_who_builds_them(
     result = run_job(standins, "--check", overrides={"SERVER_NAME": "web-1", "SERVER_ADDRESSES": "198.51.100.7"})
 
     assert check_lines(result)["PASS  servers"] == (
-        "PASS  servers: SERVER_NAME web-1, SERVER_ADDRESSES 198.51.100.7 (a row is taken only when its domain's DNS "
+        f"PASS  servers: SERVER_NAME web-1 (machine {machine_identity()}), SERVER_ADDRESSES 198.51.100.7 (a row is "
+        "taken only when its domain's DNS "
         "names one); pending rows: 1 assigned here, 2 unassigned, 1 assigned to other servers")
     assert {(r["method"], str(r["query"].get("id"))) for r in standins.postgrest.requests_log
             if r["method"] != "GET"} == {("PATCH", "['is.null']")}  # the one update, which can match no row

@@ -17,6 +17,7 @@ from tests.support.harness import REPO
 MIGRATIONS_DIR = REPO / "supabase" / "migrations"
 MIGRATION = MIGRATIONS_DIR / "20261125000000_hosting_columns.sql"
 SERVER_MIGRATION = MIGRATIONS_DIR / "20261127000000_hosting_server.sql"
+MACHINE_MIGRATION = MIGRATIONS_DIR / "20261202000000_hosting_machine.sql"
 
 STAGE_ONE_TABLE = """
 create table public.sites (
@@ -382,3 +383,18 @@ def test_unavailable_postgres_skips_locally_but_fails_under_ci(monkeypatch, ci, 
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="PostgreSQL 15 not available: no initdb"):
         pg.skip_or_fail("no initdb")
+
+
+def test_hosting_machine_applies_on_top_of_the_others_twice_and_keeps_every_row_as_it_was(db):
+    db.psql(STAGE_ONE_TABLE + "insert into public.sites (domain, status_dns) values ('a.example', 'active');")
+    migrate(db)
+    migrate_server(db)
+    db.psql("update public.sites set hosting_server = 'web-1'")
+    before = rows(db)
+
+    for _ in range(2):
+        db.psql(file=MACHINE_MIGRATION, single_transaction=True)
+
+    assert columns(db) == {**SERVER_COLUMNS, "hosting_machine": ("text", "YES", None)}
+    assert rows(db) == [row + "|" for row in before]  # the claimed row keeps its server, with no machine yet
+    assert indexes(db) == ["sites_hosting_pending_idx", "sites_pkey"]

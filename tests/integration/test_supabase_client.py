@@ -18,7 +18,7 @@ from tests.support.sockets import closed_port
 
 SERVICE_KEY = "sb_secret_Kq7vX2pLm9RtZw4YbN8cJd3F"
 TABLE_PATH = "/rest/v1/sites"
-COLUMNS = "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Cerror_message"
+COLUMNS = "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Chosting_machine%2Cerror_message"
 PAGE_QUERY = COLUMNS + "&status_dns=eq.active&status_hosting=eq.pending&order=id.asc"
 PAGE_AFTER_QUERY = COLUMNS + "&status_dns=eq.active&status_hosting=eq.pending&id=gt.{}&order=id.asc"
 
@@ -111,7 +111,7 @@ def test_fetch_pending_hosting_sites_retry_failed_asks_for_pending_and_failed(ht
 
     (request, _), = httpserver.log
     assert request.query_string.decode() == (
-        "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Cerror_message&status_dns=eq.active&status_hosting=in.%28pending%2Cfailed%29"
+        "select=id%2Cdomain%2Cstatus_hosting%2Chosting_server%2Chosting_machine%2Cerror_message&status_dns=eq.active&status_hosting=in.%28pending%2Cfailed%29"
         "&order=id.asc&limit=1000")
     assert request.args["status_hosting"] == "in.(pending,failed)"
 
@@ -213,7 +213,7 @@ def test_check_table_missing_column_42703_raises_setup_error_naming_the_migratio
     assert str(caught.value) == ("read the table: a column is missing (HTTP 400 42703: column sites.doc_root does "
                                  f"not exist); {MIGRATION_HINT}")
     (request, _), = httpserver.log
-    assert request.args["select"] == "id,domain,status_dns,hosting_server,status_hosting,doc_root,matomo_id,error_message"
+    assert request.args["select"] == "id,domain,status_dns,hosting_server,hosting_machine,status_hosting,doc_root,matomo_id,error_message"
     assert request.args["limit"] == "1"
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from ._http import HTTPStandin, Response, json_response
 
 DEFAULT_COLUMNS = ("id", "domain", "status_dns", "status_hosting", "doc_root", "matomo_id",
-                   "error_message", "updated_at", "hosting_server")
+                   "error_message", "updated_at", "hosting_server", "hosting_machine")
 STATUS_HOSTING_VALUES = ("pending", "active", "failed")
 INTEGER_COLUMNS = {"id": "bigint", "matomo_id": "integer"}
 RESERVED_PARAMS = {"select", "order", "limit", "offset", "on_conflict", "columns"}

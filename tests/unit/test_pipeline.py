@@ -59,8 +59,11 @@ class MemorySupabase:
         self.rows[site_id]["error_message"] = error_message
         return True
 
-    def assigned_server(self, site_id):
-        return self.rows[site_id].get("hosting_server")
+    def other_machine(self):
+        return None
+
+    def holder(self, site_id):
+        return self.rows[site_id].get("hosting_server"), self.rows[site_id].get("hosting_machine")
 
     def other_rows_of_site(self, domain, site_id):
         return [{"id": row["id"], "hosting_server": row.get("hosting_server"), "status_hosting": row["status_hosting"]}
@@ -154,6 +157,7 @@ class MemoryServices:
         self.retry = retry
         self.served = self.cloudpanel.served = set()  # names whose certificate the server serves already
         self.server_name = None  # one server: no claims
+        self.machine = None  # no machine identity: two machines under one name are not looked for
         self.server_addresses = ()
         self.dns = None
 
@@ -560,8 +564,8 @@ def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
 
 # --- a dry run is the run, with each side effect skipped where it is made -------------------------------------
 
-READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_rows_of_site"),
-             ("supabase", "assigned_server"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses"),
+READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_machine"), ("supabase", "other_rows_of_site"),
+             ("supabase", "holder"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses"),
              ("matomo", "planned_site_of")}
 
 
