@@ -65,8 +65,6 @@ class Pipeline:
         sites were read. No exception of the project's own leaves: a failure that stops the run is in `aborted`."""
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
         outcomes = RunOutcomes()  # futures are dropped as soon as they are done
-        if not self._one_machine_under_this_name():
-            return outcomes
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
         slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
@@ -90,6 +88,9 @@ class Pipeline:
                     work = self._process_row if owner == row.get("id") else self._leave_to_owner
                     pool.submit(work, row, name, owner).add_done_callback(
                         lambda future, position=position: collect(future, position))
+            except ServerNameClash as err:  # found in a page of rows, before any of it was worked on
+                self.aborted = str(err)
+                logger.error("%s", self.aborted)
             except SupabaseError as err:
                 self.aborted = f"cannot read the pending sites: {err}"
                 logger.error("%s", self.aborted)
@@ -98,21 +99,6 @@ class Pipeline:
             slots.wait_until_all_released()
         self._backfill_matomo(outcomes, read)
         return outcomes
-
-    def _one_machine_under_this_name(self):
-        """Before any row: no other machine has claimed rows under this SERVER_NAME (two machines under one name
-        would build the same sites). False, with the run aborted, when one has or the table cannot say."""
-        try:
-            other = self.services.supabase.other_machine()
-            if other is not None:
-                self._same_machine(*other)
-            return True
-        except SetupError as err:
-            self.aborted = str(err)
-        except SupabaseError as err:
-            self.aborted = f"cannot read the pending sites: {err}"
-        logger.error("%s", self.aborted)
-        return False
 
     def _backfill_matomo(self, outcomes, read):
         """After the pending rows: live sites that went live without analytics (Matomo was down) get their Matomo

@@ -517,6 +517,8 @@ def _said(data):
         return data
     if isinstance(data, list):
         return "\n".join(str(line) for line in data)
+    if isinstance(data, dict) and isinstance(data.get("output"), str) and "exitCode" in data:
+        return data["output"]  # its own result object, for an empty output (its `command` holds the password)
     if isinstance(data, dict):
         return "\n".join(f"{key}: {value}" for key, value in data.items())
     return ""

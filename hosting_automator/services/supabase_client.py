@@ -15,7 +15,7 @@ from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, D
                                          first_line, retry_after_seconds, too_large, within)
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.domains import normalise_domain, spellings
-from hosting_automator.errors import InvalidDomainError, SupabaseError, SupabaseSetupError
+from hosting_automator.errors import InvalidDomainError, ServerNameClash, SupabaseError, SupabaseSetupError
 
 if TYPE_CHECKING:
     from hosting_automator.core.retry import RetryPolicy
@@ -116,7 +116,22 @@ class SupabaseClient:
         if not all(isinstance(row, dict) and _usable_id(row.get("id")) for row in rows):
             raise SupabaseError("read the pending sites: Supabase answered a row without a usable id (a number or "
                                 "a text): check that SITES_TABLE's primary key is `id`")
+        self._refuse_another_machine(rows)
         return rows
+
+    def _refuse_another_machine(self, rows):
+        """A page that shows a row claimed under this server's name by another machine is not handed out: two
+        machines under one SERVER_NAME would build the same sites, so the run stops before working on any of it.
+
+        Raises:
+            ServerNameClash: naming the row and both machines.
+        """
+        if not self.machine:
+            return
+        for row in rows:
+            held = row.get("hosting_machine")
+            if row.get("hosting_server") == self.server_name and held not in (None, self.machine):
+                raise ServerNameClash(self.server_name, row.get("id"), held, self.machine)
 
     def update_site_hosting_status(self, site_id: int | str, status: str, doc_root: str | None = None,
                                    matomo_id: int | None = None, error_message: str | None = None,
@@ -185,6 +200,7 @@ class SupabaseClient:
             page = self.retry.call(lambda: self._execute(query.order("id").limit(page_size),
                                                          "read the live sites without Matomo"),
                                    "read the live sites without Matomo", service="Supabase")
+            self._refuse_another_machine(page)
             yield from page
             if len(page) < page_size:
                 return

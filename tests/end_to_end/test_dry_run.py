@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from hosting_automator.core.config import machine_identity
 from hosting_automator.services.cloudpanel_client import site_user_for
 from tests.standins.clpctl_state import add_certificate_request, add_site, calls, certificate_requests, read_sites
 from tests.standins.dns import DnsFault, FakeDns
@@ -190,7 +191,8 @@ def test_dry_run_with_dns_deciding_claims_nothing_notes_nothing_and_says_so(stan
     assert (f"[waits.example.test] Would note why site {ids[2]} waits: error_message={note} "
             "(dry run: nothing changed)") in result.log
     assert f"Would note why site {ids[3]}" not in result.log  # its note is already the right one
-    assert f"[here.example.test] Would claim site {ids[0]} for web-1: hosting_server=web-1 (dry run" in result.log
+    assert (f"[here.example.test] Would claim site {ids[0]} for web-1: hosting_server=web-1, hosting_machine="
+            f"{machine_identity()} (dry run") in result.log
     assert "[away.example.test] DNS points elsewhere" in result.log
     assert "other.example.test" not in result.log
 

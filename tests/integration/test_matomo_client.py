@@ -38,4 +38,6 @@ def test_create_tracking_site_against_fake_matomo_without_super_user_raises_hint
         with pytest.raises(MatomoError) as caught:
             client.create_tracking_site("example.com")
 
-    assert str(caught.value) == f"{ADD}: {SUPERUSER_MESSAGE} (MATOMO_API_TOKEN must belong to a super user)"
+    assert str(caught.value) == "Matomo refuses to create sites for MATOMO_API_TOKEN: it must belong to a super user"
+    assert f"{ADD}: {SUPERUSER_MESSAGE} (MATOMO_API_TOKEN must belong to a super user)" in str(
+        caught.value.__cause__)

@@ -591,8 +591,12 @@ def test_gateway_site_made_by_hand_is_found_in_its_listing_with_its_true_doc_roo
     assert posted(mocked) == [] and listing.asked == 1
 
 
-@pytest.mark.parametrize("data", [{"Domain": "example.com", "Site User": "x"}, "Command completed successfully",
-                                  ["Site added.", "Done."]])
+# what the gateway answers for an empty output: its own result object, the command line (and password) in it
+EMPTY_OUTPUT = {"success": True, "output": "Command completed successfully", "stderr": "", "exitCode": 0,
+                "command": "clpctl site:add:static --domainName=example.com --siteUser=u --siteUserPassword='pw'"}
+
+
+@pytest.mark.parametrize("data", [{"Domain": "example.com", "Site User": "x"}, EMPTY_OUTPUT, ["Site added.", "Done."]])
 def test_gateway_site_success_in_any_words_counts_once_the_listing_shows_it(mocked, gateway, listing, data):
     """The gateway keeps only "Key: value" lines when there are any, and says "Command completed successfully" for
     an empty output: what the listing shows decides, with the site user it names."""

@@ -59,9 +59,6 @@ class MemorySupabase:
         self.rows[site_id]["error_message"] = error_message
         return True
 
-    def other_machine(self):
-        return None
-
     def holder(self, site_id):
         return self.rows[site_id].get("hosting_server"), self.rows[site_id].get("hosting_machine")
 
@@ -564,7 +561,7 @@ def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
 
 # --- a dry run is the run, with each side effect skipped where it is made -------------------------------------
 
-READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_machine"), ("supabase", "other_rows_of_site"),
+READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_rows_of_site"),
              ("supabase", "holder"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses"),
              ("matomo", "planned_site_of")}
 
