@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from tests.standins import Fault
+from tests.standins import Fault, clpctl_state
+from tests.standins.clpctl_state import write_control
 from tests.support.crash import DOMAINS, JOB_TIMEOUT, end_state, live
 from tests.support.harness import read_log, run_job, start_job, wait_for, wait_for_orphans
 
 FIRST, *REST = DOMAINS
-SLOW_CLPCTL = {"FAKE_CLPCTL_LATENCY_MS": 3000}  # every clpctl call takes 3 s: the signal lands inside one, even on a busy machine
 
 
 def _send(process, signum):
@@ -29,11 +29,17 @@ def _untouched(state, domain):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
-def test_signal_during_a_step_lets_it_end_starts_nothing_new_and_exits_1(three, signum):
-    process = start_job(three, overrides=SLOW_CLPCTL, start_new_session=True)
+def test_signal_during_a_step_lets_it_end_starts_nothing_new_and_exits_1(three, signum, tmp_path):
+    """Events, not time: clpctl holds the first site's step open until the job has taken the signal."""
+    gate = tmp_path / "gate"
+    write_control(three.control_path, {FIRST: {"site:add:static": f"gate:{gate}"}})
+    process = start_job(three, start_new_session=True)
     try:
-        wait_for(lambda: f"[{FIRST}] Setting up hosting" in read_log(three), what="the first site to start")
+        wait_for(lambda: any(call["exit_code"] is None for call in clpctl_state.calls(three.db_path)),
+                 what="the first site's clpctl to be running")
         _send(process, signum)
+        wait_for(lambda: f"Received {signal.Signals(signum).name}" in read_log(three), what="the job to take the signal")
+        gate.touch()
         process.communicate(timeout=JOB_TIMEOUT)
     finally:
         if process.poll() is None:

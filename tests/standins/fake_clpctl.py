@@ -9,7 +9,8 @@ FAKE_CLPCTL_HOME (optional: site:add:static makes <home>/<siteUser>/htdocs/<doma
 /home, and site:delete removes <home>/<siteUser>; the gateway's site listing reads those folders).
 Behaviours: "fail:<msg>", "error-exit0:<msg>", "silent-exit1", "hang", "kill-parent-after", "fail-once:<msg>",
 "fail-echo:<msg>" (exit 1, <msg> and then the whole command line, password included, as a verbose wrapper might),
-"slow:<seconds>" (sleeps that long, then does the work), "say:<text>" (does the work; when it succeeds, prints
+"slow:<seconds>" (sleeps that long, then does the work), "gate:<path>" (recorded as running, then waits until
+<path> exists, then does the work), "say:<text>" (does the work; when it succeeds, prints
 <text> instead of the usual line, nothing at all for an empty <text>).
 `run(argv, db_path, control_path=None)` holds the logic and is importable without side effects (the gateway
 stand-in uses it). Standard library only.
@@ -203,6 +204,14 @@ def table(rows):
     return "\n".join([border, line(rows[0]), border] + [line(row) for row in rows[1:]] + [border])
 
 
+def _wait_for_file(path, seconds=600):
+    """The "gate:<path>" behaviour: a test opens the gate by creating `path`; the command waits for it, so a test
+    knows the command is in progress (its call is recorded) for as long as it needs, on any machine."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 class Result:
     __slots__ = ("exit_code", "output", "kill_parent")
 
@@ -301,6 +310,9 @@ def _run(conn, argv, control_path, hang, slow, home):
         elif kind == "slow":
             call_id = _record(conn, argv, None)
             slow(float(message or 0))
+        elif kind == "gate":
+            call_id = _record(conn, argv, None)  # seen running (exit_code null) while it waits
+            _wait_for_file(message)
         elif kind == "say":
             say = message
         elif kind == "kill-parent-after":
