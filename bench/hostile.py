@@ -102,21 +102,21 @@ def main():
         finally:
             baseline.stop()
         print(f"ordinary run: {base_seconds:.1f} s, peak {base_peak / 1024:.1f} MB, exit {base_code}")
-        print(f"{'service':<16} {'longest request':>15} {'drip: run':>10} {'SIGTERM':>8} {'SIGHUP':>8} "
+        print(f"{'service':<16} {'timed out':>9} {'drip: run':>10} {'SIGTERM':>8} {'SIGHUP':>8} "
               f"{'1.5 GB: peak':>13} {'ratio':>6}")
         for service in services:
             row = [service]
             for signum in (None, signal.SIGTERM, signal.SIGHUP):
                 standins = fresh(directory, f"{service}-drip-{signum}")
-                standin = standin_of(standins, service)
-                standin.fault = only_for(service, Fault.drip(seconds=1.0, size=10_000))
+                standin_of(standins, service).fault = only_for(service, Fault.drip(seconds=1.0, size=10_000))
                 try:
                     took, _, _ = run(standins, args.timeout, signum, signal_after=args.timeout / 2 + 1)
-                    time.sleep(1.5)  # the last drip notices the closed connection at its next byte
                 finally:
                     standins.stop()
-                if signum is None:
-                    row.append(f"{max(standin.drip_seconds, default=0):.1f} s x {len(standin.drip_seconds)}")
+                if signum is None:  # each request that met the deadline says so in the log
+                    timed_out = (Path(standins.env["LOG_FILE"]).read_text().count(f"within {args.timeout:g} s")
+                                 if Path(standins.env["LOG_FILE"]).exists() else 0)
+                    row.append(f"{timed_out} x")
                 row.append(f"{took:.1f} s")
             standins = fresh(directory, f"{service}-huge")
             standin_of(standins, service).fault = only_for(service, Fault.huge(args.huge, declared=False))
@@ -127,8 +127,9 @@ def main():
             row += [f"{peak / 1024:.1f} MB", f"{peak / base_peak:.2f}"]
             print(f"{row[0]:<16} {row[1]:>15} {row[2]:>10} {row[3]:>8} {row[4]:>8} {row[5]:>13} {row[6]:>6}",
                   flush=True)
-    print(f"goals: each dripped request ends < {2 * args.timeout:g} s (the run goes on: each is tried again, and "
-          f"the next site asks again); a signal ends the run < {args.timeout + 5:g} s; peak ratio <= 1.20")
+    print(f"goals: a signal ends the run < {args.timeout + 5:g} s; peak ratio <= 1.20. Each dripped request ends at "
+          f"its deadline ({args.timeout:g} s, 'timed out' counts them); the run goes on (retries, the next sites), "
+          f"so a drip run lasts about that many deadlines and their back-off")
 
 
 if __name__ == "__main__":

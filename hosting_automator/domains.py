@@ -46,8 +46,24 @@ def normalise_domain(raw: object) -> str:
         name = name[:-1]
     if not name.isascii():
         name = _to_ascii(name, raw)
+        _check_standard_spelling(name, raw)
     _check_ascii_name(name, raw)
     return name
+
+
+def _check_standard_spelling(ascii_name, raw):
+    """A Unicode name must be written as its standard spelling (the one its ASCII form decodes to, in any letter
+    case): another row, on this server or another, is found by either spelling, and a name written with
+    full-width letters, ligatures, ideographic full stops, soft hyphens, zero-width characters or decomposed
+    accents would not be, and its site would be built twice."""
+    try:
+        standard = idna.decode(ascii_name)
+    except (idna.IDNAError, UnicodeError) as err:
+        raise InvalidDomainError(f"not a valid internationalised domain name ({err}): {_shown(raw)}") from err
+    written = raw.strip().lower().rstrip(".")
+    if written != standard:
+        raise InvalidDomainError(f"domain is not written in its standard form: {_shown(raw)}; write it as "
+                                 f"{standard} (or {ascii_name})")
 
 
 def spellings(domain: str) -> list[str]:

@@ -1,6 +1,8 @@
 """The command: options, settings, logging, the lock, the run, the summary and the exit code."""
 
 import argparse
+import contextlib
+import errno
 import functools
 import logging
 import os
@@ -115,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.quiet:  # -q hides what is well, and this is not
             print(f"hosting-automator: {warning}", file=sys.stderr)
     if arguments.check:
-        return run_checks(settings, as_json=arguments.json)
+        lines = []
+        exit_code = run_checks(settings, out=lines.append, as_json=arguments.json)
+        _write_stdout("".join(f"{line}\n" for line in lines))
+        return exit_code
     try:
         return run(settings, arguments, recent_lines)
     except Exception as err:  # a bug: say so in the log, still exit as cron expects
@@ -175,10 +180,11 @@ def _locked_out(settings, arguments, lock, recent_lines):
         logger.info("%s", summary)
         _report(arguments, [], summary, EXIT_OK)
         return EXIT_OK
+    holder = lock.holder()
+    who = f"process {holder}" if holder else f"the process `fuser {settings.lock_file}` names"
     summary = (f"Another run has held {settings.lock_file} for {held / 60:.0f} minutes, longer than a run can take "
                f"({longest / 60:.0f} minutes: MAX_RUN_MINUTES and the longest a site's steps may take); it is stuck: "
-               f"see what process {lock.holder() or '?'} does (the log file), and stop it; no run does anything "
-               "until then")
+               f"see what {who} does (and the log file), and stop it; no run does anything until then")
     logger.error("%s", summary)
     with Session(settings.http_timeout) as http:
         ping(http, settings.healthcheck_url, "fail", summary + "\n\n" + "\n".join(recent_lines.lines))
@@ -200,23 +206,32 @@ def _report(arguments, outcomes, summary, exit_code):
     """What the run did, on stdout: JSON with --json (always a document, even when nothing ran), else the table
     (failures only with -q). stdout does not pass through the logging filters: masked here. A stdout that cannot
     be written (a closed pipe, a full disk) changes nothing of the run: the log says so, the exit code stays."""
+    if arguments.json:
+        _write_json(outcomes, summary, exit_code, arguments.dry_run)
+    else:
+        _write_stdout("".join(secret_values.mask(line) + "\n"
+                              for line in report.table_lines(outcomes, failures_only=arguments.quiet)))
+
+
+def _write_stdout(text):
+    """The report on stdout. One that cannot be written (closed, a full disk, a reader gone) changes nothing of
+    the run or its exit code: the log says so."""
     try:
-        if arguments.json:
-            _write_json(outcomes, summary, exit_code, arguments.dry_run)
-        else:
-            for line in report.table_lines(outcomes, failures_only=arguments.quiet):
-                print(secret_values.mask(line))
+        if sys.stdout is None:  # started with stdout closed
+            raise OSError(errno.EBADF, "stdout is closed")
+        sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as err:
         logger.error("The report could not be written to stdout (%s); the rows and this log say what the run did",
                      err.strerror or err.__class__.__name__)
-        # what stays buffered would fail again when Python flushes stdout on its way out
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if sys.stdout is not None:  # what stays buffered would fail again as Python flushes stdout on its way out
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _write_json(outcomes, summary, exit_code, dry_run):
-    for chunk in report.json_chunks(outcomes, summary, exit_code, dry_run):
-        sys.stdout.write(secret_values.mask(chunk))
+    _write_stdout("".join(secret_values.mask(chunk) for chunk in report.json_chunks(outcomes, summary, exit_code,
+                                                                                   dry_run)))
 
 
 def _sleep_unless_stopped(stop, seconds):

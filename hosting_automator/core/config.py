@@ -44,6 +44,7 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # space would change the filter, so only these characters are taken.
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62})$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e]+$")
 # The name of a .env line's variable, shown only when the line plainly starts with one; never anything after "=".
 _ENV_LINE_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _LINE_NUMBER = re.compile(r"\bline (\d+)")
@@ -131,6 +132,9 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
         problems.append(f"SUPABASE_URL must be the project's URL (like https://abcd.supabase.co), without the "
                         f"/rest/v1 of its API, got {without_credentials(supabase_url)!r}")
     supabase_key = reader.text("SUPABASE_SERVICE_KEY", required=True)
+    for name in ("SUPABASE_SERVICE_KEY", "CLOUDPANEL_API_TOKEN"):  # they go into HTTP headers
+        if values.get(name) and not _HEADER_VALUE.match(values[name]):
+            problems.append(f"{name} must be printable ASCII without spaces (a key copied with other characters?)")
     if supabase_key and limited_key(supabase_key):
         problems.append(f"SUPABASE_SERVICE_KEY is {limited_key(supabase_key)}, which row-level security limits: a run "
                         "would see none of the rows it must build, or could not write them; set it to the "
@@ -215,11 +219,15 @@ def limited_key(key: str) -> str | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, UnicodeDecodeError):
         return None
-    role = claims.get("role") if isinstance(claims, dict) else None
-    if isinstance(role, str) and role != "service_role":
-        shown = role if role.isidentifier() and len(role) <= 40 else "another role"
-        return f"a key of the role {shown!r}, not service_role"
-    return None
+    if not isinstance(claims, dict):
+        return None
+    role = claims.get("role")
+    if role == "service_role":
+        return None
+    if not isinstance(role, str) or not role:
+        return "a key without a role (PostgREST takes it as anon)"  # no role, null, a list, …
+    shown = role if role.isidentifier() and len(role) <= 40 else "another role"
+    return f"a key of the role {shown!r}, not service_role"
 
 
 def _read_env_file(path, problems):

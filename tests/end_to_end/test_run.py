@@ -3,12 +3,14 @@
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hosting_automator.services.cloudpanel_client import site_user_for
-from tests.support.harness import add_pending, read_log, run_job, start_job
+from tests.support.harness import add_pending, job_environment, read_log, run_job, start_job
 from tests.standins.clpctl_state import certificate_requests, read_sites, write_control
 from tests.standins.faults import Fault
 
@@ -352,3 +354,18 @@ def test_under_quiet_an_env_file_others_can_read_is_still_said_on_stderr(standin
     assert result.stdout == ""
     assert f"hosting-automator: {env_file} holds secrets and other users can read it: chmod 600 {env_file}" in (
         result.stderr)
+
+
+@pytest.mark.parametrize("arguments", [(), ("--check",)], ids=["run", "check"])
+def test_a_closed_or_full_stdout_costs_a_log_line_not_a_traceback(standins, arguments):
+    add_pending(standins, "closed.example.test")
+    environ = job_environment(standins)
+    for stdout in ("closed", "/dev/full"):
+        with open(os.devnull if stdout == "closed" else stdout, "w") as target:
+            process = subprocess.run(
+                [sys.executable, "-m", "hosting_automator.main", *arguments], cwd=standins.dir, env=environ,
+                stdout=target if stdout != "closed" else None, stderr=subprocess.PIPE, text=True, timeout=120,
+                **({"preexec_fn": lambda: os.close(1)} if stdout == "closed" else {}))
+        assert "Traceback" not in process.stderr, process.stderr
+        assert "The report could not be written to stdout" in process.stderr
+        assert process.returncode in (0, 1)  # the run's own (--check's CloudPanel line fails when not root)

@@ -159,7 +159,6 @@ class HTTPStandin(Startable):
         self.latency = 0.0
         self.injected_latency_seconds = 0.0
         self.request_count = 0
-        self.drip_seconds = []  # how long each Fault.drip answer went on before the client closed it
         self._server = None
         self._thread = None
         self._port = 0
@@ -230,10 +229,7 @@ class HTTPStandin(Startable):
             if fault.kind == "delay":
                 self._sleep(fault.seconds)
             if fault.kind == "drip":
-                started = time.monotonic()
                 handler.drip(fault)
-                with self.lock:
-                    self.drip_seconds.append(time.monotonic() - started)  # until the client gave up
                 return
             if fault.kind == "huge":
                 handler.huge(fault)

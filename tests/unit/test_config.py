@@ -293,3 +293,22 @@ def test_dns_resolvers_that_do_not_parse_are_refused(tmp_path, monkeypatch, valu
     monkeypatch.chdir(tmp_path)
     (problem,) = problems_of(dict(REQUIRED, DNS_RESOLVERS=value))
     assert problem.startswith("DNS_RESOLVERS must be name servers as ip or ip:port")
+
+
+@pytest.mark.parametrize("claims", [{"iss": "supabase"}, {"role": None}, {"role": ["anon"]}, {"role": ""}])
+def test_a_jwt_without_the_service_role_is_refused_as_postgrest_would_take_it_as_anon(tmp_path, monkeypatch, claims):
+    monkeypatch.chdir(tmp_path)
+    (problem,) = problems_of(dict(REQUIRED, SUPABASE_SERVICE_KEY=jwt_of(claims)))
+    assert problem.startswith("SUPABASE_SERVICE_KEY is a key without a role (PostgREST takes it as anon)")
+
+
+@pytest.mark.parametrize("name", ["SUPABASE_SERVICE_KEY", "CLOUDPANEL_API_TOKEN"])
+@pytest.mark.parametrize("value", ["ключключключ", "key with spaces", "tab\tkey"])
+def test_a_key_sent_in_a_header_must_be_printable_ascii_never_shown(tmp_path, monkeypatch, name, value):
+    monkeypatch.chdir(tmp_path)
+    environ = dict(REQUIRED, **{name: value})
+    if name == "CLOUDPANEL_API_TOKEN":
+        environ["CLOUDPANEL_API_URL"] = "https://panel.example:3000"
+    problems = problems_of(environ)
+    assert f"{name} must be printable ASCII without spaces (a key copied with other characters?)" in problems
+    assert all(value not in problem for problem in problems)

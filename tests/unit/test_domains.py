@@ -68,3 +68,27 @@ def test_normalise_domain_control_characters_are_shown_escaped_never_raw(raw):
     message = str(caught.value)
     assert message.isprintable()
     assert any(escape in message for escape in ("\\x1b", "\\x07", "\\x7f", "\\x00", "\\x9b"))
+
+
+@pytest.mark.parametrize("written, standard", [
+    ("ｆｕｌｌｗｉｄｔｈ.example", "fullwidth.example"),
+    ("soft\xadhyphen.example", "softhyphen.example"),
+    ("zw\u200bsp.example", "zwsp.example"),
+    ("nfd-u\u0308.example", "nfd-ü.example"),
+    ("dot\u3002example", "dot.example"),
+    ("\ufb01le.example", "file.example"),
+])
+def test_a_name_not_in_its_standard_spelling_is_refused_naming_that_spelling(written, standard):
+    """Another row of the same site is looked for under its two standard spellings: a name only a compatibility
+    mapping turns into one would not be found, and its site would be built twice."""
+    with pytest.raises(InvalidDomainError) as caught:
+        normalise_domain(written)
+    assert str(caught.value).startswith("domain is not written in its standard form: ")
+    assert f"write it as {standard}" in str(caught.value)
+
+
+@pytest.mark.parametrize("written, normalised", [("bücher.example", "xn--bcher-kva.example"),
+                                                 ("BÜCHER.Example.", "xn--bcher-kva.example"),
+                                                 ("straße.example", "xn--strae-oqa.example")])
+def test_a_unicode_name_in_its_standard_spelling_any_case_is_taken(written, normalised):
+    assert normalise_domain(written) == normalised
