@@ -55,29 +55,28 @@ def _standin_gateway(tmp_path, name, **settings):
     return stand_in
 
 
-@pytest.fixture(params=SIDES)
-def gateway(request, tmp_path):
+def _gateway_side(request, tmp_path, which, **settings):
+    """The handle of one side: the real gateway `which` ("main" or "limited"), or a stand-in set up as it is."""
     if request.param == "real":
         real = request.getfixturevalue("real")
-        yield GatewayHandle("real", real.gateway_url, real.gateway_token, real.clpctl_db,
-                            request.getfixturevalue("clpctl_control"))
+        url, token = ((real.gateway_url, real.gateway_token) if which == "main"
+                      else (real.limited_gateway_url, real.limited_gateway_token))
+        yield GatewayHandle("real", url, token, real.clpctl_db, request.getfixturevalue("clpctl_control"))
         return
-    with _standin_gateway(tmp_path, "gateway") as stand_in:
+    with _standin_gateway(tmp_path, which, **settings) as stand_in:
         yield GatewayHandle("standin", stand_in.url, stand_in.api_key, stand_in.db_path,
                             lambda control: clpctl_state.write_control(stand_in.control_path, control), stand_in)
+
+
+@pytest.fixture(params=SIDES)
+def gateway(request, tmp_path):
+    yield from _gateway_side(request, tmp_path, "main")
 
 
 @pytest.fixture(params=SIDES)
 def limited_gateway(request, tmp_path):
     """The gateway with a rate limit of 3 requests per 15 minutes (the real one's window may be spent already)."""
-    if request.param == "real":
-        real = request.getfixturevalue("real")
-        yield GatewayHandle("real", real.limited_gateway_url, real.limited_gateway_token, real.clpctl_db,
-                            request.getfixturevalue("clpctl_control"))
-        return
-    with _standin_gateway(tmp_path, "limited", rate_limit=3, rate_window=900.0) as stand_in:
-        yield GatewayHandle("standin", stand_in.url, stand_in.api_key, stand_in.db_path,
-                            lambda control: clpctl_state.write_control(stand_in.control_path, control), stand_in)
+    yield from _gateway_side(request, tmp_path, "limited", rate_limit=3, rate_window=900.0)
 
 
 def error(message, status=200):
