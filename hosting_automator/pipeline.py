@@ -64,10 +64,10 @@ class Pipeline:
         """Process every selected pending site, then the Matomo backfill; return the outcomes in the order the
         sites were read. No exception of the project's own leaves: a failure that stops the run is in `aborted`."""
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
-        outcomes = RunOutcomes()  # futures are dropped as soon as they are done
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
         slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
+        outcomes = RunOutcomes()  # futures are dropped as soon as they are done
         owners = {}  # normalised domain -> id of the first row read for it: one site, one worker, one row
         read = set()  # ids of the rows this run took: a Matomo site they lack is the next run's to add
 
