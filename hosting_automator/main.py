@@ -12,10 +12,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hosting_automator import report
+from hosting_automator import __version__, report
 from hosting_automator.check import run_checks
-from hosting_automator.core.config import (MAX_WORKERS, Settings, env_file_readable_by_others, load_settings,
-                                          whole_number)
+from hosting_automator.core.config import (MAX_WORKERS, REQUIRED_SETTINGS, Settings, env_file_readable_by_others,
+                                          load_settings, whole_number)
 from hosting_automator.core.lock import RunLock
 from hosting_automator.core.logging_setup import RecentLines, configure_logging, secret_values
 from hosting_automator.core.retry import RetryPolicy
@@ -28,6 +28,16 @@ from hosting_automator.services.healthcheck import Monitoring, ping
 logger = logging.getLogger("hosting_automator")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+HELP_EPILOG = """\
+settings:
+  environment variables, or the .env file in the working directory (--env-file names another); the real
+  environment wins. .env.example lists every one: cp .env.example .env, then fill it in.
+
+exit codes:
+  0  the run finished and no site failed (nothing to do, Matomo warnings, another run holding the lock)
+  1  a site failed or could not be recorded, or the run stopped early (a signal, a service every site needs)
+  2  a setting or an option is wrong
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +71,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         sys.argv[1:] if argv is None else argv,
         prog="hosting-automator",
         description="Turn sites whose DNS is ready into live CloudPanel sites on HTTPS with Matomo tracking.",
+        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing anywhere")
     parser.add_argument("--domain", action="append", default=[], metavar="D",
                         help="process only this domain (repeatable)")
@@ -75,7 +87,15 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="write the run's outcome as JSON on stdout")
     parser.add_argument("--workers", type=_worker_count, metavar="N",
                         help=f"process up to N sites at once (1 to {MAX_WORKERS})")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.check:
+        meaningless = [option for option, given in (
+            ("--dry-run", arguments.dry_run), ("--domain", arguments.domain), ("--limit", arguments.limit),
+            ("--retry-failed", arguments.retry_failed), ("--workers", arguments.workers)) if given]
+        if meaningless:
+            parser.error(f"--check looks at the settings and the services and processes no site: "
+                         f"{', '.join(meaningless)} means nothing with it")
+    return arguments
 
 
 def _positive_int(text):
@@ -98,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(arguments.env_file)
     except ConfigurationError as err:
         print(f"hosting-automator: {err}", file=sys.stderr)
+        if any(problem.startswith(tuple(f"{name} is not set" for name in REQUIRED_SETTINGS)) for problem in err.problems):
+            print("Settings come from the environment or from .env in the working directory (--env-file PATH names "
+                  "another file): start from the example with cp .env.example .env, then fill it in.",
+                  file=sys.stderr)
         _report(arguments, [], str(err), EXIT_USAGE)
         return EXIT_USAGE
     for secret in settings.secrets:
@@ -195,7 +219,7 @@ def _locked_out(settings, arguments, lock, recent_lines):
 def _finish(arguments, retry, pipeline, outcomes, interrupted):
     """The run's exit code and summary line, logged."""
     exit_code = EXIT_FAILED if outcomes.any_failure or pipeline.aborted or interrupted else EXIT_OK
-    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, arguments.dry_run)
+    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, arguments.dry_run, tuple(arguments.domain))
     if retry.retries:
         logger.info("Transient failures retried: %d", retry.retries)
     logger.log(logging.INFO if exit_code == EXIT_OK else logging.ERROR, "%s", summary)

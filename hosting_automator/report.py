@@ -69,8 +69,12 @@ class RunOutcomes:
 
 
 def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted: bool = False,
-                 dry_run: bool = False) -> str:
+                 dry_run: bool = False, domains: tuple[str, ...] = ()) -> str:
+    """The run's one line; with nothing to do, it says so (for --domain: naming the domains without a row)."""
     counts = outcomes.counts
+    if not aborted and not interrupted and not sum(counts.values()):
+        nothing = (f"no pending row for {', '.join(domains)}" if domains else "no pending sites")
+        return f"Run finished: {nothing}" + (" (dry run: nothing changed)" if dry_run else "")
     failed, unrecorded = counts[FAILED], counts[NOT_RECORDED]
     postponed, changed = counts[POSTPONED], counts["changed meanwhile"]
     parts = [f"{counts[ACTIVE]} active ({outcomes.active_without_matomo} without Matomo)", f"{failed} failed"]

@@ -125,6 +125,10 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
     if used_env_file:
         values.update(_read_env_file(used_env_file, problems))
     values.update({key: value for key, value in environ.items() if value != ""})
+    # .env.example's placeholders, copied and not yet edited, are settings not made
+    placeholders = [name for name, example in EXAMPLE_PLACEHOLDERS.items() if values.get(name) == example]
+    for name in placeholders:
+        del values[name]
     reader = _Reader(values, problems)
 
     supabase_url = reader.url("SUPABASE_URL", required=True)
@@ -185,12 +189,17 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
         dns_resolvers=reader.resolvers("DNS_RESOLVERS"),
         env_file=used_env_file,
     )
+    problems = [f"{problem} (it still holds .env.example's placeholder)"
+                if any(problem == f"{name} is not set" for name in placeholders) else problem for problem in problems]
     if problems:
         raise ConfigurationError(problems)
     return Settings(**settings)
 
 
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+REQUIRED_SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN")
+EXAMPLE_PLACEHOLDERS = {"SUPABASE_URL": "https://your-project.supabase.co",
+                        "MATOMO_API_URL": "https://matomo.example.com"}
 
 
 def machine_identity(path: str | os.PathLike[str] | None = None) -> str | None:

@@ -5,6 +5,7 @@ import contextlib
 import contextvars
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -181,10 +182,16 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
     "--- Logging error ---" block with a traceback for every line."""
 
     def __init__(self, log_file: str, notice_stream: TextIO | None = None) -> None:
+        # made readable by its owner only: it names domains and site users
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         super().__init__(log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
         self.log_file = log_file  # as the operator wrote it, for the message
         self.notice_stream = notice_stream
         self.given_up = False
+
+    def doRollover(self) -> None:  # noqa: N802 - logging's name
+        super().doRollover()
+        os.chmod(self.baseFilename, 0o600)  # the new file, as the first
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.given_up:  # FileHandler.emit would open the file again

@@ -106,3 +106,32 @@ def test_a_key_row_level_security_limits_stops_a_run_and_check_alike_naming_the_
     assert "SUPABASE_SERVICE_KEY is a publishable key (sb_publishable_…), which row-level security limits" in (
         result.stderr)
     assert "Xy7qqq" not in result.stderr + result.stdout
+
+
+def test_version_and_help_say_the_version_where_settings_come_from_and_the_exit_codes(tmp_path):
+    version = run_command(tmp_path, "--version")
+    usage = run_command(tmp_path, "--help")
+
+    assert (version.returncode, version.stdout.strip()) == (0, "hosting-automator 0.1.0")
+    assert usage.returncode == 0
+    assert ".env file in the working directory (--env-file names another)" in usage.stdout
+    assert "cp .env.example .env" in usage.stdout
+    assert "  2  a setting or an option is wrong" in usage.stdout
+
+
+@pytest.mark.parametrize("combined", [["--dry-run"], ["--domain", "a.example"], ["--limit", "3"], ["--retry-failed"],
+                                      ["--workers", "2"]])
+def test_check_with_an_option_that_means_nothing_beside_it_is_refused_with_exit_2(tmp_path, combined):
+    result = run_command(tmp_path, "--check", *combined, **REQUIRED)
+
+    assert result.returncode == 2
+    assert f"--check looks at the settings and the services and processes no site: {combined[0]} means nothing" in (
+        result.stderr)
+
+
+def test_without_settings_the_message_says_where_they_go(tmp_path):
+    result = run_command(tmp_path)
+
+    assert result.returncode == 2
+    assert "Settings come from the environment or from .env in the working directory (--env-file PATH" in result.stderr
+    assert "cp .env.example .env" in result.stderr

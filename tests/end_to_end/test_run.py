@@ -369,3 +369,12 @@ def test_a_closed_or_full_stdout_costs_a_log_line_not_a_traceback(standins, argu
         assert "Traceback" not in process.stderr, process.stderr
         assert "The report could not be written to stdout" in process.stderr
         assert process.returncode in (0, 1)  # the run's own (--check's CloudPanel line fails when not root)
+
+
+def test_a_run_with_nothing_to_do_says_so(standins):
+    plain = run_job(standins)
+    named = run_job(standins, "--domain", "nowhere.example.test")
+
+    assert (plain.returncode, named.returncode) == (0, 0)
+    assert "INFO Run finished: no pending sites" in plain.log
+    assert "INFO Run finished: no pending row for nowhere.example.test" in named.log

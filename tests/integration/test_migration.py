@@ -398,3 +398,14 @@ def test_hosting_machine_applies_on_top_of_the_others_twice_and_keeps_every_row_
     assert columns(db) == {**SERVER_COLUMNS, "hosting_machine": ("text", "YES", None)}
     assert rows(db) == [row + "|" for row in before]  # the claimed row keeps its server, with no machine yet
     assert indexes(db) == ["sites_hosting_pending_idx", "sites_pkey"]
+
+
+def test_on_a_project_without_the_table_the_files_in_order_make_the_whole_table(db):
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        db.psql(file=path, single_transaction=True)
+    db.psql("insert into public.sites (domain, status_dns) values ('a.example', 'active')")
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):  # and again: nothing changes
+        db.psql(file=path, single_transaction=True)
+
+    assert columns(db) == {**SERVER_COLUMNS, "hosting_machine": ("text", "YES", None)}
+    assert rows(db) == ["1|a.example|active|pending|||||"]

@@ -3,6 +3,7 @@ settings that stop it: tests/end_to_end/test_config.py."""
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,14 @@ def test_a_key_sent_in_a_header_must_be_printable_ascii_never_shown(tmp_path, mo
     problems = problems_of(environ)
     assert f"{name} must be printable ASCII without spaces (a key copied with other characters?)" in problems
     assert all(value not in problem for problem in problems)
+
+
+def test_the_examples_placeholders_copied_unedited_are_settings_not_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example)
+
+    problems = problems_of({})
+
+    assert "SUPABASE_URL is not set (it still holds .env.example's placeholder)" in problems
+    assert "MATOMO_API_URL is not set (it still holds .env.example's placeholder)" in problems

@@ -194,3 +194,17 @@ def test_secret_values_generated_passwords_stay_masked_for_the_run_the_latest_th
     assert values.mask(passwords[4]) == passwords[4]  # the oldest beyond the bound are let go
     assert values.mask(f"later {key}") == "later ***"
     assert len(values._pieces) <= (GENERATED_KEPT + 1) * len(passwords[0])
+
+
+def test_the_log_file_and_each_new_one_after_a_rotation_are_readable_by_their_owner_only(tmp_path):
+    """It names domains and site users."""
+    log_file = tmp_path / "run.log"
+    configure_logging(str(log_file), console_stream=io.StringIO())
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.handlers.RotatingFileHandler))
+    logging.getLogger("hosting_automator.test").info("first line")
+    assert oct(log_file.stat().st_mode & 0o777) == "0o600"
+
+    handler.doRollover()
+
+    assert oct(log_file.stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "run.log.1").stat().st_mode & 0o777) == "0o600"

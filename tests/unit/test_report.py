@@ -122,3 +122,13 @@ def test_dry_run_summary_counts_what_would_be_done_and_the_rows_a_service_left_p
     assert outcomes.any_failure  # exit 1: a dry run that cannot reach a service says so, as a run would
     assert [line.split()[:2] for line in table_lines(outcomes, failures_only=True)] == [  # -q: what would go wrong
         ["domain", "outcome"], ["s1.example", "would"], ["s2.example", "postponed"]]
+
+
+@pytest.mark.parametrize("domains, dry_run, line", [
+    ((), False, "Run finished: no pending sites"),
+    (("a.example", "b.example"), False, "Run finished: no pending row for a.example, b.example"),
+    ((), True, "Run finished: no pending sites (dry run: nothing changed)"),
+])
+def test_a_run_with_nothing_to_do_says_so(domains, dry_run, line):
+    assert summary_line(RunOutcomes(), dry_run=dry_run, domains=domains) == line
+    assert summary_line(RunOutcomes(), aborted="cannot read").startswith("Run aborted: 0 active")
