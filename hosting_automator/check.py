@@ -118,6 +118,9 @@ def _https_endpoint(settings, services):
             f"{address} serves {domain} a certificate this machine does not trust: {served.reason}; the job would "
             "order a new certificate for every site it sees again: set SSL_CERT_FILE to a CA bundle that verifies "
             "it, or leave it unset for the system's")
+    if not served.valid:  # trusted, but for other names (or expiring): the site has none of its own yet
+        return f"{address} accepts connections; {domain} has no valid certificate of its own yet, so a run orders " \
+               f"one ({served.reason})"
     return f"{address} accepts connections; for {domain}: {served.reason}"
 
 

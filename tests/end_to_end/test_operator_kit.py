@@ -213,3 +213,14 @@ def test_check_names_this_server_and_counts_the_pending_rows_by_who_builds_them(
         "names one); pending rows: 1 assigned here, 2 unassigned, 1 assigned to other servers")
     assert {(r["method"], str(r["query"].get("id"))) for r in standins.postgrest.requests_log
             if r["method"] != "GET"} == {("PATCH", "['is.null']")}  # the one update, which can match no row
+
+
+def test_check_says_plainly_that_a_live_site_without_its_own_certificate_gets_one(standins):
+    """The demo's live row has no certificate of its own: a PASS must not read as a failure."""
+    standins.postgrest.insert({"domain": "live.example.test", "status_dns": "active", "status_hosting": "active",
+                               "doc_root": "/home/x/htdocs/live.example.test", "matomo_id": 1})
+    result = run_job(standins, "--check")
+
+    assert check_lines(result)["PASS  HTTPS"].startswith(
+        f"PASS  HTTPS: {standins.tls.address} accepts connections; live.example.test has no valid certificate of its "
+        "own yet, so a run orders one (the certificate served does not verify (Hostname mismatch")
