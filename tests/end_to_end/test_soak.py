@@ -20,6 +20,7 @@ import pytest
 from hosting_automator.domains import normalise_domain
 from hosting_automator.errors import InvalidDomainError
 from hosting_automator.services.cloudpanel_client import document_root, site_user_for
+from tests.standins._gateway_node import parse_error_message
 from tests.standins import Fault, clpctl_state
 from tests.support.harness import matomo_sites_by_name, standins_of, start_job, wait_for_orphans
 
@@ -158,9 +159,9 @@ def _retries_logged(log_file):
 def _expected_errors(transport, domain):
     """error_message of a site whose CloudPanel step, or whose certificate, always fails."""
     certificate_message = CERTIFICATE_FAIL_MESSAGE.format(domain=domain)
-    if transport == "gateway":
+    if transport == "gateway":  # the gateway's details are clpctl's output through its parseErrorMessage
         return (f"CloudPanel: gateway: add the static site: HTTP 500: {SITE_FAIL_MESSAGE}",
-                f"SSL: gateway: install the certificate: HTTP 500: {certificate_message}")
+                f"SSL: gateway: install the certificate: HTTP 500: {parse_error_message(certificate_message + chr(10))}")
     return (f"CloudPanel: clpctl site:add:static failed: {SITE_FAIL_MESSAGE}",
             f"SSL: clpctl lets-encrypt:install:certificate failed: {certificate_message}")
 
