@@ -228,7 +228,7 @@ class CloudPanelClient:
         have reloaded yet), when clpctl said so in its own words."""
         served = self.served_certificate(domain)
         if served.valid:
-            logger.info("Let's Encrypt certificate installed: %s", served.reason.replace(" already", " now"))
+            logger.info("Let's Encrypt certificate installed and served (%.0f days left)", served.days_left or 0)
         elif CERTIFICATE_INSTALLED in said:
             logger.info("Let's Encrypt certificate installed, clpctl says (not served yet: %s)", served.reason)
         else:
