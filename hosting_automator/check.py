@@ -8,8 +8,12 @@ from collections.abc import Callable
 from hosting_automator.core.config import Settings, env_file_readable_by_others
 from hosting_automator.core.logging_setup import secret_values
 from hosting_automator.core.retry import RetryPolicy
-from hosting_automator.errors import HostingAutomatorError, ServerNameClash
+from hosting_automator.errors import ConfigurationError, HostingAutomatorError, ServerNameClash
 from hosting_automator.services import Services, longest_run_seconds
+
+# What a --check looks at after the settings, in order; each named by the line it prints.
+CHECK_NAMES = ("Supabase", "servers", "Matomo backfill", "CloudPanel", "Matomo", "HTTPS", "log file", "run time",
+               "lock file")
 
 
 def run_checks(settings: Settings, services: Services | None = None, out: Callable[[str], object] = print,
@@ -22,17 +26,17 @@ def run_checks(settings: Settings, services: Services | None = None, out: Callab
     mode = "clpctl HTTP gateway" if settings.uses_gateway else f"clpctl at {settings.cloudpanel_clpctl}"
     results = [("settings", True, f"all present and well-formed (CloudPanel through {mode}, "
                                   f"table {settings.sites_table})")]
-    checks = [
-        ("Supabase", lambda: _supabase(services, settings)),
-        ("servers", lambda: _servers(services, settings)),
-        ("Matomo backfill", lambda: _without_matomo(services, settings)),
-        ("CloudPanel", lambda: services.cloudpanel.check()),
-        ("Matomo", lambda: services.matomo.check()),
-        ("HTTPS", lambda: _https_endpoint(settings, services)),
-        ("log file", lambda: _writable(settings.log_file, "LOG_FILE")),
-        ("run time", lambda: _run_time(settings)),
-        ("lock file", lambda: _writable(settings.lock_file, "LOCK_FILE")),
-    ]
+    checks = zip(CHECK_NAMES, (
+        lambda: _supabase(services, settings),
+        lambda: _servers(services, settings),
+        lambda: _without_matomo(services, settings),
+        services.cloudpanel.check,
+        services.matomo.check,
+        lambda: _https_endpoint(settings, services),
+        lambda: _writable(settings.log_file, "LOG_FILE"),
+        lambda: _run_time(settings),
+        lambda: _writable(settings.lock_file, "LOCK_FILE"),
+    ))
     try:
         for name, check in checks:
             try:
@@ -49,18 +53,32 @@ def run_checks(settings: Settings, services: Services | None = None, out: Callab
     return _reported(results, out, as_json)
 
 
-def _reported(results, out, as_json):
-    """stdout passes no logging filter: masked here (a service may echo a key)."""
-    failed = sum(not passed for _, passed, _ in results)
-    exit_code = 1 if failed else 0
+def report_unusable_settings(err: ConfigurationError, out: Callable[[str], object] = print,
+                             as_json: bool = False) -> int:
+    """Settings that cannot be used: their line is the FAIL, every other check is not run (each needs them), and
+    the exit code is 2, as for a run."""
+    results = [("settings", False, "; ".join(err.problems))]
+    results += [(name, None, "not checked (the settings are not usable)") for name in CHECK_NAMES]
+    return _reported(results, out, as_json, exit_code=2)
+
+
+def _reported(results, out, as_json, exit_code=None):
+    """Each result is (name, passed, detail), passed None for a check not run. stdout passes no logging filter:
+    masked here (a service may echo a key)."""
+    failed = sum(passed is False for _, passed, _ in results)
+    passed_count = sum(passed is True for _, passed, _ in results)
+    if exit_code is None:
+        exit_code = 1 if failed else 0
     if as_json:
         out(json.dumps({"checks": [{"name": name, "passed": passed, "detail": secret_values.mask(detail)}
                                    for name, passed, detail in results],
-                        "passed": len(results) - failed, "failed": failed, "exit_code": exit_code}))
+                        "passed": passed_count, "failed": failed, "exit_code": exit_code}))
         return exit_code
     for name, passed, detail in results:
-        out(secret_values.mask(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}"))
-    out(f"{len(results) - failed} passed, {failed} failed")
+        word = {True: "PASS", False: "FAIL", None: "----"}[passed]
+        out(secret_values.mask(f"{word}  {name}: {detail}"))
+    not_checked = len(results) - passed_count - failed
+    out(f"{passed_count} passed, {failed} failed" + (f", {not_checked} not checked" if not_checked else ""))
     return exit_code
 
 

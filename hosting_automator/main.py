@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hosting_automator import __version__, report
-from hosting_automator.check import run_checks
+from hosting_automator.check import report_unusable_settings, run_checks
 from hosting_automator.core.config import (MAX_WORKERS, REQUIRED_SETTINGS, Settings, env_file_readable_by_others,
                                           load_settings, whole_number)
 from hosting_automator.core.lock import RunLock
@@ -122,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Settings come from the environment or from .env in the working directory (--env-file PATH names "
                   "another file): start from the example with cp .env.example .env, then fill it in.",
                   file=sys.stderr)
-        _report(arguments, [], str(err), EXIT_USAGE)
+        if arguments.check:  # its promised PASS/FAIL lines all the same, on stdout
+            lines = []
+            report_unusable_settings(err, out=lines.append, as_json=arguments.json)
+            _write_stdout("".join(f"{line}\n" for line in lines))
+        else:
+            _report(arguments, [], str(err), EXIT_USAGE)
         return EXIT_USAGE
     for secret in settings.secrets:
         secret_values.add(secret)

@@ -135,3 +135,27 @@ def test_without_settings_the_message_says_where_they_go(tmp_path):
     assert result.returncode == 2
     assert "Settings come from the environment or from .env in the working directory (--env-file PATH" in result.stderr
     assert "cp .env.example .env" in result.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["lines", "json"])
+def test_check_with_unusable_settings_fails_the_settings_line_and_checks_nothing_else(tmp_path, as_json):
+    result = run_command(tmp_path, "--check", *(["--json"] if as_json else []),
+                         **dict(REQUIRED, SUPABASE_URL="", WORKERS="0"))
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    if as_json:
+        document = json.loads(result.stdout)
+        checks = [(check["name"], check["passed"]) for check in document["checks"]]
+        assert checks[0] == ("settings", False)
+        assert document["checks"][0]["detail"].startswith("SUPABASE_URL is not set")
+        assert "WORKERS must" in document["checks"][0]["detail"]
+        assert {passed for _, passed in checks[1:]} == {None} and len(checks) == 10
+        assert (document["passed"], document["failed"], document["exit_code"]) == (0, 1, 2)
+        return
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("FAIL  settings: SUPABASE_URL is not set") and "WORKERS must" in lines[0]
+    assert lines[1:-1] == [f"----  {name}: not checked (the settings are not usable)" for name in (
+        "Supabase", "servers", "Matomo backfill", "CloudPanel", "Matomo", "HTTPS", "log file", "run time",
+        "lock file")]
+    assert lines[-1] == "0 passed, 1 failed, 9 not checked"
