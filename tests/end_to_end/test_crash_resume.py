@@ -257,14 +257,18 @@ def test_a_lock_held_longer_than_a_run_can_take_is_said_loudly_exit_1_and_a_fail
     assert recent.returncode == 0 and "Another run is in progress" in recent.log
 
 
-def test_second_run_while_a_run_works_exits_0_and_the_first_finishes_alone(three, uninterrupted):
-    slow = {"FAKE_CLPCTL_LATENCY_MS": 400}
-    first = start_job(three, overrides=slow)
+def test_second_run_while_a_run_works_exits_0_and_the_first_finishes_alone(three, uninterrupted, tmp_path):
+    """Events, not time: the first run's clpctl holds its first site open until the second run has ended."""
+    gate = tmp_path / "gate"
+    clpctl_state.write_control(three.control_path, {"site1.example.test": {"site:add:static": f"gate:{gate}"}})
+    first = start_job(three)
     try:
-        wait_for(lambda: "Setting up hosting" in read_log(three), what="the first run to start a site")
+        wait_for(lambda: any(call["exit_code"] is None for call in clpctl_state.calls(three.db_path)),
+                 what="the first run's clpctl to be running")
         requests_before = three.postgrest.request_count
-        second = run_job(three, overrides=slow)
+        second = run_job(three)
         requests_after = three.postgrest.request_count
+        gate.touch()
         first.communicate(timeout=JOB_TIMEOUT)
     finally:
         if first.poll() is None:
@@ -273,16 +277,19 @@ def test_second_run_while_a_run_works_exits_0_and_the_first_finishes_alone(three
 
     assert second.returncode == 0
     assert second.log.count("Another run is in progress") == 1
-    assert requests_after - requests_before <= 1  # at most the first run's own write; the second read nothing
+    assert requests_after == requests_before  # the first run waits on clpctl; the second read nothing
     assert first.returncode == 0
     assert second.log.count("Run started") == 1
     assert end_state(three) == uninterrupted
 
 
-def test_clpctl_orphaned_by_a_killed_run_keeps_the_lock_until_it_ends(three, uninterrupted):
-    slow = {"FAKE_CLPCTL_LATENCY_MS": 2500}
-    first = start_job(three, overrides=slow)
-    wait_for(lambda: clpctl_processes(three.db_path), what="the first run's clpctl to start")
+def test_clpctl_orphaned_by_a_killed_run_keeps_the_lock_until_it_ends(three, uninterrupted, tmp_path):
+    """Events, not time: the orphaned clpctl works on until the second run has ended, then the gate lets it end."""
+    gate = tmp_path / "gate"
+    clpctl_state.write_control(three.control_path, {"site1.example.test": {"site:add:static": f"gate:{gate}"}})
+    first = start_job(three)
+    wait_for(lambda: any(call["exit_code"] is None for call in clpctl_state.calls(three.db_path)),
+             what="the first run's clpctl to be running")
     first.kill()
     first.communicate()
     assert clpctl_processes(three.db_path)  # the orphan works on
@@ -291,8 +298,10 @@ def test_clpctl_orphaned_by_a_killed_run_keeps_the_lock_until_it_ends(three, uni
 
     assert second.returncode == 0
     assert "Another run is in progress" in second.log
-    assert clpctl_state.calls(three.db_path) == []  # the orphan's own call is recorded only when it ends
+    assert [call["exit_code"] for call in clpctl_state.calls(three.db_path)] == [None]  # only the orphan's, running
+    gate.touch()
     wait_for_orphans(three)
+    clpctl_state.write_control(three.control_path, {})
     assert run_job(three).returncode == 0
     assert end_state(three) == uninterrupted
 
@@ -392,7 +401,8 @@ def test_final_write_landed_but_answer_lost_counts_as_written(three, uninterrupt
 
     assert sleeps == [0.75]
     assert "Could not record" not in read_log(three)
-    time.sleep(0.5)  # the late write of the first attempt lands now: conditional, so it changes nothing
+    # the late write of the first attempt lands once the stand-in has finished it: conditional, it changes nothing
+    wait_for(lambda: three.postgrest.in_flight == 0, what="the delayed write to land")
     assert end_state(three) == uninterrupted
     assert outcome_writes(three).count(row_id(three, TARGET)) == 1
 

@@ -210,7 +210,7 @@ def test_matomo_add_site_without_an_answer_is_not_sent_again(standins, fault, ma
 
     assert matomo_calls(standins, "addSite") == 1
     assert result.returncode == 0, result.log
-    wait_for(lambda: len(standins.matomo.sites) >= made, timeout=5, what="the slow add to end")
+    wait_for(lambda: len(standins.matomo.sites) >= made, what="the slow add to end")
     assert len(standins.matomo.sites) == made
     assert outcome(standins, ids[0]) == ("active", live_root("slow.example.test"), None, None)
     assert "it may still have been made, so it is not sent again this run; the site goes live without tracking" \
@@ -251,7 +251,7 @@ def test_gateway_certificate_order_without_an_answer_is_not_sent_again(gateway_s
     first = run_job(standins, fast_retries=True)
 
     assert len(gateway_posts(standins, CERTIFICATE)) == 1
-    wait_for(lambda: certificate_requests(standins.db_path), timeout=5, what="the order to be worked on")
+    wait_for(lambda: certificate_requests(standins.db_path), what="the order to be worked on")
     assert len(certificate_requests(standins.db_path)) == 1
     assert first.returncode == 1
     assert outcome(standins, ids[0])[0] == "pending"

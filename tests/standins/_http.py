@@ -159,6 +159,7 @@ class HTTPStandin(Startable):
         self.latency = 0.0
         self.injected_latency_seconds = 0.0
         self.request_count = 0
+        self.in_flight = 0            # requests being served now: a test waits for 0, not for a guessed time
         self._server = None
         self._thread = None
         self._port = 0
@@ -205,8 +206,16 @@ class HTTPStandin(Startable):
     def _serve(self, handler, request):
         with self.lock:
             self.request_count += 1
+            self.in_flight += 1
             if self.record_requests:
                 self.requests_log.append(request)
+        try:
+            self._serve_one(handler, request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _serve_one(self, handler, request):
         self._sleep(self.latency)
         fault = None
         hook = self.fault
