@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 
 from hosting_automator.core.config import Settings, env_file_readable_by_others
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, HostingAutomatorError, ServerNameClash
 from hosting_automator.services import Services, longest_run_seconds

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 
 
 class HostingAutomatorError(Exception):

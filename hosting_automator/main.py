@@ -17,7 +17,8 @@ from hosting_automator.check import report_unusable_settings, run_checks
 from hosting_automator.core.config import (MAX_WORKERS, REQUIRED_SETTINGS, Settings, env_file_readable_by_others,
                                           load_settings, whole_number)
 from hosting_automator.core.lock import RunLock
-from hosting_automator.core.logging_setup import RecentLines, configure_logging, secret_values
+from hosting_automator.core.logging_setup import RecentLines, configure_logging
+from hosting_automator.masking import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, HostingAutomatorError, RunInterrupted
 from hosting_automator.pipeline import Pipeline, RunOptions

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 
 ACTIVE, FAILED = "active", "failed"
 POSTPONED, NOT_RECORDED = "postponed", "not recorded"

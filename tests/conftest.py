@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from tests.support.cloudpanel import FakeServedCertificate
 from tests.support.harness import watched
 from tests.support.retries import RecordedSleeps, fast_retry_policy

@@ -15,7 +15,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from hosting_automator.core.config import without_credentials
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.errors import ServiceError
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from hosting_automator.core.http import body_excerpt, header_retry_after, retry_after_seconds, send
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ import logging
 
 import requests
 
-from hosting_automator.core.logging_setup import RecentLines, secret_values
+from hosting_automator.core.logging_setup import RecentLines
+from hosting_automator.masking import secret_values
 
 logger = logging.getLogger(__name__)
 

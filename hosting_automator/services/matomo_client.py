@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from hosting_automator.core.http import body_excerpt, send
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.domains import spellings
 from hosting_automator.errors import MatomoError
 

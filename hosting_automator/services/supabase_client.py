@@ -13,7 +13,7 @@ from supabase import ClientOptions, create_client  # ClientOptions is supabase-p
 from hosting_automator.core.config import without_credentials
 from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, DeadlineExceeded, declared_length,
                                          first_line, retry_after_seconds, too_large, within)
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.domains import normalise_domain, spellings
 from hosting_automator.errors import InvalidDomainError, ServerNameClash, SupabaseError, SupabaseSetupError
 

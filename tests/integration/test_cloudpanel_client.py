@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hosting_automator.core.logging_setup import MASK, secret_values
+from hosting_automator.masking import MASK, secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
 from hosting_automator.services import cloudpanel_client
 from hosting_automator.services.cloudpanel_client import (PASSWORD_LENGTH, ClpctlClient, GatewayClient, StaticSite,

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 import pytest
 from werkzeug import Response
 
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.errors import SupabaseError, SupabaseSetupError
 from hosting_automator.services.supabase_client import MIGRATION_HINT, SupabaseClient
 from tests.support.retries import fast_retry_policy

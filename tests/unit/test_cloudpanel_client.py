@@ -17,7 +17,7 @@ import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from hosting_automator.core.http import Session
-from hosting_automator.core.logging_setup import MASK, secret_values
+from hosting_automator.masking import MASK, secret_values
 from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError, ServiceError
 from hosting_automator.services.cloudpanel_client import (ClpctlClient, GatewayClient, StaticSite, document_root,
                                                           new_password, site_user_for)

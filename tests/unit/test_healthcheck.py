@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from hosting_automator.core.http import Session
-from hosting_automator.core.logging_setup import MASK, secret_values
+from hosting_automator.masking import MASK, secret_values
 from hosting_automator.services.healthcheck import BODY_MAX_BYTES, PING_TIMEOUT, Monitoring, ping
 
 URL = "https://hc-ping.example/5f1b3c9e-0d2a-4e7b-9a61-2c8d4f0e7b13"

@@ -7,16 +7,8 @@ import os
 import secrets
 import threading
 
-from hosting_automator.core.logging_setup import (
-    LOG_FILE_BACKUPS,
-    LOG_FILE_MAX_BYTES,
-    GENERATED_KEPT,
-    MASK,
-    SecretValues,
-    configure_logging,
-    secret_values,
-    site_context,
-)
+from hosting_automator.core.logging_setup import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES, configure_logging, site_context
+from hosting_automator.masking import GENERATED_KEPT, MASK, SecretValues, secret_values
 
 LINE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} "
 

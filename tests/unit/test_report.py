@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hosting_automator.core.logging_setup import secret_values
+from hosting_automator.masking import secret_values
 from hosting_automator.report import RunOutcomes, SiteOutcome, json_chunks, summary_line, table_lines
 
 ACTIVE_A = SiteOutcome(1, "a.example", "active", "/home/a/htdocs/a.example", 7)
