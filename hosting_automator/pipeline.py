@@ -66,7 +66,8 @@ class Pipeline:
         statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
         rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
         workers = max(1, self.options.workers)
-        slots = _Slots(workers * 2)  # rows are read only a little ahead of the work: memory stays flat
+        read_ahead = workers * 2  # rows are read only a little ahead of the work: memory stays flat
+        slots = threading.BoundedSemaphore(read_ahead)
         outcomes = RunOutcomes()  # futures are dropped as soon as they are done
         owners = {}  # normalised domain -> id of the first row read for it: one site, one worker, one row
         read = set()  # ids of the rows this run took: a Matomo site they lack is the next run's to add
@@ -80,7 +81,7 @@ class Pipeline:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="site") as pool:
             try:
                 for position, row in enumerate(rows):
-                    if not slots.take(self._no_new_site):
+                    if not _take_slot(slots, self._no_new_site):
                         break
                     read.add(row.get("id"))
                     name = _normalised_or_none(row.get("domain"))
@@ -96,7 +97,7 @@ class Pipeline:
                 logger.error("%s", self.aborted)
             except RunInterrupted:
                 pass  # a signal ended a retry's wait while reading: no site is started, the summary says why
-            slots.wait_until_all_released()
+            _wait_for_every_slot(slots, read_ahead)
         self._backfill_matomo(outcomes, read)
         return outcomes
 
@@ -434,34 +435,24 @@ class Pipeline:
         return SiteOutcome(row["id"], domain, status, doc_root, matomo_id, error, warning)
 
 
-class _Slots:
-    """How many sites are read ahead of the workers: a count under a condition, so that waiting for the last
-    site takes as long as that site, whatever the number of workers."""
+def _take_slot(slots, stopping):
+    """Wait for a free read-ahead slot; False when `stopping()` says no new site may start. Short waits let
+    signals in."""
+    while not slots.acquire(timeout=0.2):
+        if stopping():
+            return False
+    if stopping():
+        slots.release()
+        return False
+    return True
 
-    def __init__(self, capacity):
-        self.capacity = capacity
-        self.taken = 0
-        self._changed = threading.Condition()
 
-    def take(self, stopping):
-        """Wait for a free slot; False when `stopping()` says no new site may start. Short waits let signals in."""
-        with self._changed:
-            while self.taken >= self.capacity and not stopping():
-                self._changed.wait(0.2)
-            if stopping():
-                return False
-            self.taken += 1
-            return True
-
-    def release(self):
-        with self._changed:
-            self.taken -= 1
-            self._changed.notify_all()
-
-    def wait_until_all_released(self):
-        with self._changed:
-            while self.taken:
-                self._changed.wait(0.2)
+def _wait_for_every_slot(slots, capacity):
+    """Return once every site handed to the workers is done: each holds a slot until it is."""
+    for _ in range(capacity):
+        slots.acquire()
+    for _ in range(capacity):
+        slots.release()
 
 
 def _plan(row, server_name, site, certificate_requested, matomo, matomo_warning):
