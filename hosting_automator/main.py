@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if _named(self.raw_arguments, "--json", 3):
-            _write_json([], message, EXIT_USAGE, _named(self.raw_arguments, "--dry-run", 4))
+            _write_json(report.RunOutcomes(), message, EXIT_USAGE, _named(self.raw_arguments, "--dry-run", 4))
         super().error(message)
 
 
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_unusable_settings(err, out=lines.append, as_json=arguments.json)
             _write_stdout("".join(f"{line}\n" for line in lines))
         else:
-            _report(arguments, [], str(err), EXIT_USAGE)
+            _report(arguments, report.RunOutcomes(), str(err), EXIT_USAGE)
         return EXIT_USAGE
     for secret in settings.secrets:
         secret_values.add(secret)
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         summary = f"LOG_FILE {settings.log_file} cannot be written ({err.strerror})"
         print(f"hosting-automator: {summary}", file=sys.stderr)
-        _report(arguments, [], summary, EXIT_USAGE)
+        _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
         return EXIT_USAGE
     if settings.env_file and env_file_readable_by_others(settings.env_file):
         warning = f"{settings.env_file} holds secrets and other users can read it: chmod 600 {settings.env_file}"
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(settings, arguments, recent_lines)
     except Exception as err:  # a bug: say so in the log, still exit as cron expects
         logger.exception("The run stopped on an unexpected error")
-        _report(arguments, [], f"Run aborted: unexpected error {err.__class__.__name__}: {err}", EXIT_FAILED)
+        _report(arguments, report.RunOutcomes(), f"Run aborted: unexpected error {err.__class__.__name__}: {err}", EXIT_FAILED)
         return EXIT_FAILED
 
 
@@ -171,7 +171,7 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
         except OSError as err:
             summary = f"LOCK_FILE {settings.lock_file} cannot be opened ({err.strerror})"
             logger.error("%s", summary)
-            _report(arguments, [], summary, EXIT_USAGE)
+            _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
             return EXIT_USAGE
     limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
     backfill = min(settings.matomo_backfill_per_run, arguments.limit or settings.matomo_backfill_per_run)
@@ -185,7 +185,7 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
         except HostingAutomatorError as err:  # a client refused its settings, a CA bundle or a proxy variable
             summary = f"Run aborted: {err}"
             logger.error("%s", summary)
-            _report(arguments, [], summary, EXIT_USAGE)
+            _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
             return EXIT_USAGE
         try:
             with Monitoring(services.http, settings.healthcheck_url, recent_lines, dry_run) as monitoring:
@@ -208,7 +208,7 @@ def _locked_out(settings, arguments, lock, recent_lines):
     if held is None or held <= longest:
         summary = f"Another run is in progress ({settings.lock_file} is locked); this one does nothing"
         logger.info("%s", summary)
-        _report(arguments, [], summary, EXIT_OK)
+        _report(arguments, report.RunOutcomes(), summary, EXIT_OK)
         return EXIT_OK
     holder = lock.holder()
     who = f"process {holder}" if holder else f"the process `fuser {settings.lock_file}` names"
@@ -218,7 +218,7 @@ def _locked_out(settings, arguments, lock, recent_lines):
     logger.error("%s", summary)
     with Session(settings.http_timeout) as http:
         ping(http, settings.healthcheck_url, "fail", summary + "\n\n" + "\n".join(recent_lines.lines))
-    _report(arguments, [], summary, EXIT_FAILED)
+    _report(arguments, report.RunOutcomes(), summary, EXIT_FAILED)
     return EXIT_FAILED
 
 
@@ -260,8 +260,7 @@ def _write_stdout(text):
 
 
 def _write_json(outcomes, summary, exit_code, dry_run):
-    _write_stdout("".join(secret_values.mask(chunk) for chunk in report.json_chunks(outcomes, summary, exit_code,
-                                                                                   dry_run)))
+    _write_stdout(secret_values.mask(report.json_document(outcomes, summary, exit_code, dry_run)))
 
 
 def _sleep_unless_stopped(stop, seconds):

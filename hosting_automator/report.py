@@ -3,7 +3,7 @@
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hosting_automator.masking import secret_values
@@ -120,21 +120,16 @@ def _table_line(cells, widths):
     return "  ".join([cell.ljust(width) for cell, width in zip(cells, widths)] + [cells[-1]]).rstrip()
 
 
-def json_chunks(outcomes: Iterable[SiteOutcome], summary: str, exit_code: int, dry_run: bool = False) -> Iterator[str]:
-    """The run as one JSON document, yielded a site at a time, one site a line.
+def json_document(outcomes: RunOutcomes, summary: str, exit_code: int, dry_run: bool = False) -> str:
+    """The run as one JSON document, on one line.
 
     Secrets are masked in each value before it is encoded: JSON escapes quotes and backslashes, and an escaped
     secret would no longer be recognised in the finished text."""
-    counts = dict(sorted(getattr(outcomes, "counts", {}).items()))  # outcome -> number of sites
-    head = json.dumps({"summary": secret_values.mask(summary), "exit_code": exit_code, "dry_run": dry_run,
-                       "counts": counts})
-    yield head[:-1] + ', "sites": ['
-    for index, o in enumerate(outcomes):
-        site = {"id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root,
-                "matomo_id": o.matomo_id, "error": o.error, "warning": o.warning}
-        site = {key: secret_values.mask(value) for key, value in site.items()}
-        yield ("," if index else "") + "\n  " + json.dumps(site, default=str)
-    yield "\n]}\n"
+    sites = [{key: secret_values.mask(value) for key, value in {
+        "id": o.site_id, "domain": o.domain, "outcome": o.outcome, "doc_root": o.doc_root, "matomo_id": o.matomo_id,
+        "error": o.error, "warning": o.warning}.items()} for o in outcomes]
+    return json.dumps({"summary": secret_values.mask(summary), "exit_code": exit_code, "dry_run": dry_run,
+                       "counts": dict(sorted(outcomes.counts.items())), "sites": sites}, default=str) + "\n"
 
 
 def _cell(value):

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from hosting_automator.masking import secret_values
-from hosting_automator.report import RunOutcomes, SiteOutcome, json_chunks, summary_line, table_lines
+from hosting_automator.report import RunOutcomes, SiteOutcome, json_document, summary_line, table_lines
 
 ACTIVE_A = SiteOutcome(1, "a.example", "active", "/home/a/htdocs/a.example", 7)
 FAILED_B = SiteOutcome(2, "b.example", "failed", error="CloudPanel: domainName: This value is not valid.")
@@ -64,7 +64,7 @@ def test_secrets_even_with_quotes_or_cut_short_never_reach_the_table_or_the_json
     outcomes.add(1, SiteOutcome(2, "b.example", "failed", error=long_error))
 
     table = "\n".join(table_lines(outcomes))
-    document = "".join(json_chunks(outcomes, "Run finished: tok-3f9a7c2e1b", 1))
+    document = json_document(outcomes, "Run finished: tok-3f9a7c2e1b", 1)
     for text in (table, document):
         assert "tok-" not in text and "word9" not in text
     assert [site["error"] for site in json.loads(document)["sites"]] == [
@@ -79,7 +79,7 @@ def test_outcomes_are_kept_as_given_and_masked_only_where_shown(outcomes):
     odd = SiteOutcome(1, "a.example", "failed", error="Matomo: \udcff bad token tok-3f9a7c2e1b")
     outcomes.add(0, odd)
     assert list(outcomes) == [odd]
-    assert "\\udcff bad token ***" in "".join(json_chunks(outcomes, "Run finished", 1))
+    assert "\\udcff bad token ***" in json_document(outcomes, "Run finished", 1)
 
 
 def test_table_lines_align_columns_and_quiet_shows_only_failures(outcomes):
@@ -107,7 +107,7 @@ def test_no_table_at_all_when_no_site_is_shown(outcomes):
 def test_json_reads_the_outcomes_back_with_their_ids_as_they_were(outcomes):
     for position, outcome in enumerate([ACTIVE_A, ACTIVE_C]):
         outcomes.add(position, outcome)
-    document = json.loads("".join(json_chunks(outcomes, "Run finished", 0)))
+    document = json.loads(json_document(outcomes, "Run finished", 0))
     assert [(site["id"], site["matomo_id"], site["warning"]) for site in document["sites"]] == [
         (1, 7, None), ("c3", None, "Matomo: down")]
 
