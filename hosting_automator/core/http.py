@@ -1,12 +1,10 @@
 """The requests session the gateway, Matomo and pings share; the one place failures are sorted transient or final."""
 
 import contextvars
-import email.utils
 import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -246,20 +244,20 @@ def _without_credentials(text):
     return re.sub(r"//[^/@\s]+@", "//…@", text)
 
 
-def retry_after_seconds(value: str | float | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After value (a number or an HTTP date), or None."""
-    if value is None or value == "":
-        return None
-    value = str(value).strip()
-    try:
+def retry_after_seconds(value: str | float | None) -> float | None:
+    """Seconds from a Retry-After value, or None when there is none or it cannot be read. A number (from a JSON
+    body) as it is; text as RFC 9110 has it (whole seconds, or an HTTP date), read by urllib3."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    if not isinstance(value, str) or not value.strip():
         return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    try:
+        return float(_RETRY_AFTER_READER.parse_retry_after(value))
+    except (urllib3.exceptions.InvalidHeader, ValueError, OverflowError):  # ValueError: a number too long for int
+        return None
+
+
+_RETRY_AFTER_READER = urllib3.util.Retry()  # only its reading of Retry-After is used; retries are core/retry's
 
 
 def first_line(err: BaseException) -> str:

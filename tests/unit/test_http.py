@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 
-from hosting_automator.core.http import Session, retry_after_seconds
+from hosting_automator.core.http import Session
 from tests.support.sending import URL, failure, sent
 
 pytestmark = pytest.mark.usefixtures("no_proxy_or_ca_bundle_from_the_machine")
@@ -89,14 +89,6 @@ def test_send_retry_after_reader_of_the_caller_is_used(mocked):
     error = failure(Session(timeout=5), retry_after=lambda response: float(response.json()["retryAfter"]))
 
     assert error.retry_after == 900.0
-
-
-def test_retry_after_seconds_reads_numbers_and_http_dates_and_ignores_garbage():
-    assert retry_after_seconds("12") == 12.0
-    assert retry_after_seconds("-3") == 0.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480) == 30.0
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
 
 
 # --- failures on the way -----------------------------------------------------------------------------------------

@@ -98,8 +98,10 @@ def test_jitter_spreads_waits_between_half_and_full_backoff(sleeps):
     assert (low, high) == (2.0, 4.0)
 
 
-@pytest.mark.parametrize("header, expected", [("5", 5.0), ("0.5", 0.5), (None, None), ("soon", None),
-                                              ("Wed, 25 Nov 2026 10:00:30 GMT", 30.0)])
-def test_retry_after_seconds_reads_numbers_and_http_dates(header, expected):
-    now = 1795600800.0  # 2026-11-25 10:00:00 UTC
-    assert retry_after_seconds(header, now=now) == expected
+@pytest.mark.parametrize("header, expected", [("5", 5.0), (" 7 ", 7.0), ("0.5", None), ("-3", None), (None, None),
+                                              ("soon", None), ("9" * 5000, None), (2.5, 2.5), (-1, 0.0),
+                                              ("Wed, 25 Nov 2026 10:00:30 GMT", 30.0),
+                                              ("Wed, 25 Nov 2026 09:00:00 GMT", 0.0)])
+def test_retry_after_seconds_reads_whole_seconds_http_dates_and_json_numbers(header, expected, monkeypatch):
+    monkeypatch.setattr("time.time", lambda: 1795600800.0)  # 2026-11-25 10:00:00 UTC
+    assert retry_after_seconds(header) == expected
