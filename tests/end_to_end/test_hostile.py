@@ -17,7 +17,7 @@ from tests.standins import Fault
 from tests.standins.clpctl_state import (add_site, calls, certificate_requests, read_sites, received_passwords,
                                          write_control)
 from tests.standins.faults import once
-from tests.support.harness import (JOB_PATH, add_pending, matomo_sites_by_name, no_traceback, places_of, run_job,
+from tests.support.harness import (add_pending, matomo_sites_by_name, no_traceback, places_of, run_job,
                                    secret_characters, secrets_of, standins_of, start_job, wait_for, watched)
 from tests.support.settings import LONG_LABEL
 
@@ -801,8 +801,8 @@ def test_json_writes_its_document_also_when_the_run_stops_with_exit_2(standins, 
     no_traceback(result)
 
 
-def test_a_name_and_its_www_twin_share_one_matomo_site_as_readme_says(standins):
-    """One Matomo site tracks a name and its www. twin (its URLs name both), and README says so."""
+def test_a_name_and_its_www_twin_share_one_matomo_site(standins):
+    """One Matomo site tracks a name and its www. twin (its URLs name both)."""
     ids = add_pending(standins, "pair.example.test", "www.pair.example.test")
 
     result = run_job(standins)
@@ -810,15 +810,12 @@ def test_a_name_and_its_www_twin_share_one_matomo_site_as_readme_says(standins):
     assert result.returncode == 0, result.log
     assert len(standins.matomo.sites) == 1
     assert row(standins, ids[0])["matomo_id"] == row(standins, ids[1])["matomo_id"] == 1
-    readme = (Path(JOB_PATH) / "README.md").read_text()
-    assert "Two rows `example.com` and `www.example.com` therefore share one Matomo site, and that is\nintended" \
-        in readme
 
 
 # == The gateway: what the real cloudpanel-api does that the stand-ins did not ==================================
 # Success needs clpctl's own success line; calls that run clpctl wait a little longer than the gateway's own limit;
 # a setting every row would meet (token, base URL) stops the run at the first answer; a service that asks for a
-# wait beyond the cap is not asked again this run; DEPLOY.md says the gateway logs the password.
+# wait beyond the cap is not asked again this run.
 
 @pytest.mark.parametrize("command, says, doc_root, error, orders", [
     ("site:add:static", "siteUser: This value is not valid.", None,
@@ -971,12 +968,6 @@ def test_matomo_asking_for_a_wait_beyond_the_cap_is_not_asked_again_and_sites_go
     assert [outcome(standins, i)[:3] for i in ids] == [("active", live_root(d), None) for d in (
         "a.example.test", "b.example.test")]
     assert result.log.count("Matomo asked to wait 900 s") == 1
-
-
-def test_deploy_says_the_gateway_logs_the_site_password():
-    deploy = (Path(JOB_PATH) / "DEPLOY.md").read_text()
-    gateway_part = deploy[deploy.index("gateway"):]
-    assert "siteUserPassword" in gateway_part and "prefer" in gateway_part.lower()
 
 
 # == The secret scan itself ======================================================================================
