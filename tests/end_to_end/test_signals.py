@@ -23,6 +23,12 @@ def _send(process, signum):
         os.kill(process.pid, signum)
 
 
+def _sighup_as_a_login_session_gives_it():
+    """The job's SIGHUP as an ssh session gives it (the default), whatever the tests were started with: under
+    nohup every child would inherit SIGHUP ignored, and the job rightly leaves an ignored SIGHUP ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _untouched(state, domain):
     return state[domain] == {"status_hosting": "pending", "doc_root": None, "error_message": None,
                              "matomo_id": None, "cloudpanel_sites": 0, "matomo_sites": 0, "certificate_requests": 0}
@@ -33,7 +39,7 @@ def test_signal_during_a_step_lets_it_end_starts_nothing_new_and_exits_1(three, 
     """Events, not time: clpctl holds the first site's step open until the job has taken the signal."""
     gate = tmp_path / "gate"
     write_control(three.control_path, {FIRST: {"site:add:static": f"gate:{gate}"}})
-    process = start_job(three, start_new_session=True)
+    process = start_job(three, start_new_session=True, preexec_fn=_sighup_as_a_login_session_gives_it)
     try:
         wait_for(lambda: any(call["exit_code"] is None for call in clpctl_state.calls(three.db_path)),
                  what="the first site's clpctl to be running")
@@ -100,4 +106,25 @@ def test_sigterm_during_a_retry_wait_ends_the_wait_at_once_and_rerun_requests_no
 
     assert rerun.returncode == 0, rerun.log
     assert f"[{FIRST}] SSL: a valid certificate is served already" in rerun.log
+    assert {domain: end_state(three)[domain] for domain in DOMAINS} == {domain: live(domain) for domain in DOMAINS}
+
+
+def test_sighup_ignored_by_the_parent_as_under_nohup_stays_ignored_and_the_run_finishes(three, tmp_path):
+    gate = tmp_path / "gate"
+    write_control(three.control_path, {FIRST: {"site:add:static": f"gate:{gate}"}})
+    process = start_job(three, start_new_session=True,
+                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        wait_for(lambda: any(call["exit_code"] is None for call in clpctl_state.calls(three.db_path)),
+                 what="the first site's clpctl to be running")
+        os.killpg(process.pid, signal.SIGHUP)
+        gate.touch()
+        process.communicate(timeout=JOB_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 0
+    assert "Received SIGHUP" not in read_log(three)
     assert {domain: end_state(three)[domain] for domain in DOMAINS} == {domain: live(domain) for domain in DOMAINS}
