@@ -21,7 +21,7 @@ from hosting_automator.core.logging_setup import RecentLines, configure_logging
 from hosting_automator.masking import secret_values
 from hosting_automator.core.retry import RetryPolicy
 from hosting_automator.errors import ConfigurationError, HostingAutomatorError, RunInterrupted
-from hosting_automator.pipeline import Pipeline, RunOptions
+from hosting_automator.run import Run, RunOptions
 from hosting_automator.core.http import Session
 from hosting_automator.services import Services, longest_run_seconds
 from hosting_automator.services.healthcheck import Monitoring, ping
@@ -190,9 +190,9 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
         try:
             with Monitoring(services.http, settings.healthcheck_url, recent_lines, dry_run) as monitoring:
                 logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
-                pipeline = Pipeline(services, options, stop)
-                outcomes = pipeline.run()
-                exit_code, summary = _finish(arguments, retry, pipeline, outcomes, stop.is_set())
+                this_run = Run(services, options, stop)
+                outcomes = this_run.run()
+                exit_code, summary = _finish(arguments, retry, this_run.aborted, outcomes, stop.is_set())
                 monitoring.finish(summary, exit_code == EXIT_OK)
         finally:
             services.close()
@@ -222,10 +222,10 @@ def _locked_out(settings, arguments, lock, recent_lines):
     return EXIT_FAILED
 
 
-def _finish(arguments, retry, pipeline, outcomes, interrupted):
+def _finish(arguments, retry, aborted, outcomes, interrupted):
     """The run's exit code and summary line, logged."""
-    exit_code = EXIT_FAILED if outcomes.any_failure or pipeline.aborted or interrupted else EXIT_OK
-    summary = report.summary_line(outcomes, pipeline.aborted, interrupted, arguments.dry_run, tuple(arguments.domain))
+    exit_code = EXIT_FAILED if outcomes.any_failure or aborted or interrupted else EXIT_OK
+    summary = report.summary_line(outcomes, aborted, interrupted, arguments.dry_run, tuple(arguments.domain))
     if retry.retries:
         logger.info("Transient failures retried: %d", retry.retries)
     logger.log(logging.INFO if exit_code == EXIT_OK else logging.ERROR, "%s", summary)

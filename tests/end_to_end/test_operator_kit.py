@@ -148,7 +148,7 @@ def test_healthcheck_fail_ping_on_failure_and_a_dead_monitor_only_warns(standins
 def test_healthcheck_fail_ping_when_the_run_stops_on_a_bug(standins, httpserver, monkeypatch, capsys):
     """A bug after /start must still end the check with /fail, or it waits out its grace period."""
     from hosting_automator import main as command
-    from hosting_automator.pipeline import Pipeline
+    from hosting_automator.run import Run
 
     def bug(self):
         raise ZeroDivisionError("a bug in the run")
@@ -158,7 +158,7 @@ def test_healthcheck_fail_ping_when_the_run_stops_on_a_bug(standins, httpserver,
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HEALTHCHECK_URL", url)
     monkeypatch.chdir(standins.dir)
-    monkeypatch.setattr(Pipeline, "run", bug)
+    monkeypatch.setattr(Run, "run", bug)
 
     assert command.main([]) == 1
 

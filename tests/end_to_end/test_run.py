@@ -129,7 +129,7 @@ def test_retry_failed_takes_failed_sites_again(standins, five_sites):
     assert "[matomofail.example.test] Matomo site " in result.log and "added to the live site" in result.log
 
 
-def test_gateway_transport_runs_the_same_pipeline(gateway_standins):
+def test_gateway_transport_runs_the_same_steps(gateway_standins):
     ids = add_pending(gateway_standins, {"domain": "gw.example.test"}, {"domain": "www.gw2.example.test"})
     result = run_job(gateway_standins)
     assert result.returncode == 0, result.log

@@ -13,7 +13,8 @@ LAYERS = [
     ["hosting_automator.errors"],
     ["hosting_automator.core", "hosting_automator.domains"],
     ["hosting_automator.services", "hosting_automator.report"],
-    ["hosting_automator.pipeline", "hosting_automator.check"],
+    ["hosting_automator.site"],
+    ["hosting_automator.run", "hosting_automator.check"],
     ["hosting_automator.main"],
 ]
 

@@ -14,7 +14,7 @@ from hosting_automator.errors import (
     SupabaseError,
     SupabaseSetupError,
 )
-from hosting_automator.pipeline import Pipeline, RunOptions
+from hosting_automator.run import Run, RunOptions
 from hosting_automator.report import RunOutcomes
 from hosting_automator.services.cloudpanel_client import StaticSite, document_root, site_user_for
 
@@ -175,8 +175,8 @@ def services(retry):
 
 
 def run(services, **options):
-    pipeline = Pipeline(services, RunOptions(**options))
-    return pipeline, list(pipeline.run())
+    this_run = Run(services, RunOptions(**options))
+    return this_run, list(this_run.run())
 
 
 def test_every_step_succeeds_row_becomes_active_with_doc_root_and_matomo_id(services):
@@ -265,16 +265,16 @@ def test_row_changed_meanwhile_is_left_alone_with_a_warning(services, caplog):
 def test_reading_the_pending_sites_failing_aborts_the_run(services):
     services.supabase.fail_fetch_after = 0
     services.supabase.fail_fetch_after_error = SupabaseError("read the pending sites: cannot reach Supabase")
-    pipeline, outcomes = run(services)
+    this_run, outcomes = run(services)
     assert outcomes == []
-    assert pipeline.aborted == "cannot read the pending sites: read the pending sites: cannot reach Supabase"
+    assert this_run.aborted == "cannot read the pending sites: read the pending sites: cannot reach Supabase"
 
 
 def test_setup_error_while_writing_aborts_the_run_before_the_next_site(retry):
     services = MemoryServices([row(1, "a.example"), row(2, "b.example"), row(3, "c.example")], retry)
     services.supabase.fail_update = SupabaseSetupError("a column is missing")
-    pipeline, outcomes = run(services)
-    assert pipeline.aborted == "a column is missing"
+    this_run, outcomes = run(services)
+    assert this_run.aborted == "a column is missing"
     assert services.supabase.updates == [1]
     assert "b.example" not in services.cloudpanel.sites
 
@@ -333,7 +333,7 @@ def test_stop_requested_mid_site_abandons_it_without_writing(retry):
         return original(domain, dry_run)
 
     services.cloudpanel.create_static_site = signal_arrives
-    outcomes = list(Pipeline(services, RunOptions(), stop).run())
+    outcomes = list(Run(services, RunOptions(), stop).run())
     assert [o.outcome for o in outcomes] == ["interrupted"]
     assert services.supabase.updates == []
     assert "b.example" not in services.cloudpanel.sites
@@ -367,7 +367,7 @@ def test_service_unreachable_after_every_retry_leaves_the_row_pending_for_the_ne
     services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
     services.cloudpanel.create_static_site = lambda d, dry_run: (_ for _ in ()).throw(
         CloudPanelError("gateway: add the static site: cannot connect (refused)", transient=True))
-    pipeline, outcomes = run(services)
+    this_run, outcomes = run(services)
     assert [services.supabase.rows[n]["status_hosting"] for n in (1, 2)] == ["pending", "pending"]
     assert services.supabase.updates == []
     assert [(o.outcome, o.is_failure) for o in outcomes] == [("postponed", True)] * 2
@@ -394,7 +394,7 @@ def test_an_outcome_that_cannot_be_kept_loses_that_line_only_and_never_hangs_the
 
     monkeypatch.setattr(RunOutcomes, "add", add)
     finished = []
-    runner = threading.Thread(target=lambda: finished.append(list(Pipeline(services, RunOptions()).run())),
+    runner = threading.Thread(target=lambda: finished.append(list(Run(services, RunOptions()).run())),
                               daemon=True)
     runner.start()
     runner.join(10)
@@ -484,7 +484,7 @@ def test_unassigned_row_whose_dns_names_this_server_is_claimed_then_built(retry)
 def test_unassigned_row_whose_dns_names_another_address_is_left_unassigned_and_untouched(retry, records, shown):
     services = fleet_member([row(1, "there.example")], retry, records=records)
 
-    pipeline, outcomes = run(services)
+    this_run, outcomes = run(services)
 
     assert services.supabase.rows[1] == row(1, "there.example")  # not claimed, not written
     assert services.cloudpanel.sites == {} and services.cloudpanel.certificate_calls == []
@@ -640,7 +640,7 @@ def test_a_dry_run_takes_every_step_the_run_takes_and_each_change_is_told_it_is_
 def test_past_max_run_minutes_no_new_site_starts_and_the_rest_wait_for_the_next_run(retry, caplog, monkeypatch):
     services = MemoryServices([row(1, "first.example"), row(2, "second.example"), row(3, "third.example")], retry)
     # a minute goes by while the first site is worked on (one worker: the others wait their turn)
-    monkeypatch.setattr("hosting_automator.pipeline.time.monotonic",
+    monkeypatch.setattr("hosting_automator.run.time.monotonic",
                         lambda: 61.0 if services.supabase.updates else 0.0)
 
     _, outcomes = run(services, max_run_seconds=60)
