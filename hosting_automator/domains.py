@@ -51,6 +51,14 @@ def normalise_domain(raw: object) -> str:
     return name
 
 
+def normalised_or_none(raw: object) -> str | None:
+    """The host name of `raw`, or None when it cannot be served: for comparing rows, never for serving one."""
+    try:
+        return normalise_domain(raw)
+    except InvalidDomainError:
+        return None
+
+
 def _check_standard_spelling(ascii_name, raw):
     """A Unicode name must be written as its standard spelling (the one its ASCII form decodes to, in any letter
     case): another row, on this server or another, is found by either spelling, and a name written with

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hosting_automator.domains import normalise_domain
-from hosting_automator.errors import (InvalidDomainError, MatomoError, RunInterrupted, ServerNameClash, SetupError,
+from hosting_automator.domains import normalised_or_none
+from hosting_automator.errors import (MatomoError, RunInterrupted, ServerNameClash, SetupError,
                                       SupabaseError)
 from hosting_automator.report import FAILED, NOT_RECORDED, RunOutcomes, SiteOutcome
 from hosting_automator.site import SiteSteps, interrupted, shown_domain
@@ -74,7 +74,7 @@ class Run:
                     if not _take_slot(slots, self._no_new_site):
                         break
                     read.add(row.get("id"))
-                    name = _normalised_or_none(row.get("domain"))
+                    name = normalised_or_none(row.get("domain"))
                     owner = owners.setdefault(name, row.get("id")) if name else row.get("id")
                     work = self._process_row if owner == row.get("id") else self._leave_to_owner
                     pool.submit(work, row, name, owner).add_done_callback(
@@ -122,14 +122,14 @@ class Run:
 
     def _selected(self, rows, limit=None, what="sites"):
         """Apply --domain and a cap (by default the run's) while the rows stream past."""
-        wanted = {_normalised_or_raw(name) for name in self.options.domains}
+        wanted = {(normalised_or_none(name) or name) for name in self.options.domains}
         limit = self.options.limit if limit is None else limit
         taken = 0
         for row in rows:
             if limit is not None and taken >= limit:
                 logger.info("Reached the limit of %d %s for this run; the rest wait for the next run", limit, what)
                 return
-            if wanted and _normalised_or_raw(row.get("domain")) not in wanted:
+            if wanted and (normalised_or_none(row.get("domain")) or row.get("domain")) not in wanted:
                 continue
             taken += 1
             yield row
@@ -200,17 +200,3 @@ def _wait_for_every_slot(slots, capacity):
         slots.acquire()
     for _ in range(capacity):
         slots.release()
-
-
-def _normalised_or_none(value):
-    try:
-        return normalise_domain(value)
-    except InvalidDomainError:
-        return None
-
-
-def _normalised_or_raw(value):
-    try:
-        return normalise_domain(value)
-    except InvalidDomainError:
-        return value

@@ -5,6 +5,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hosting_automator.errors import ServiceError
@@ -20,6 +21,7 @@ BUDGET = 120.0  # seconds per call, attempts and waits together
 _T = TypeVar("_T")
 
 
+@dataclass(eq=False)
 class RetryPolicy:
     """Runs an operation again while it fails transiently.
 
@@ -28,21 +30,17 @@ class RetryPolicy:
     `sleep` and `clock` are injected so tests never wait; main passes a sleep that wakes up on SIGTERM.
     """
 
-    def __init__(self, attempts: int = ATTEMPTS, base_delay: float = BASE_DELAY, max_delay: float = MAX_DELAY,
-                 budget: float = BUDGET, retry_after_cap: float = RETRY_AFTER_CAP,
-                 sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random) -> None:
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.budget = budget
-        self.retry_after_cap = retry_after_cap
-        self.sleep = sleep
-        self.clock = clock
-        self.jitter = jitter
-        self._lock = threading.Lock()
-        self._paused = {}  # service -> the error its later calls fail with, this run
-        self.retries = 0  # how many times any call was tried again, for the run's figures
+    attempts: int = ATTEMPTS
+    base_delay: float = BASE_DELAY
+    max_delay: float = MAX_DELAY
+    budget: float = BUDGET
+    retry_after_cap: float = RETRY_AFTER_CAP
+    sleep: Callable[[float], object] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+    retries: int = field(default=0, init=False)  # how many times any call was tried again, for the run's figures
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _paused: dict = field(default_factory=dict, init=False, repr=False)  # service -> the error its calls fail with
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""

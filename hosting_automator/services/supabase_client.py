@@ -14,8 +14,8 @@ from hosting_automator.core.config import without_credentials
 from hosting_automator.core.http import (MAX_ANSWER_BYTES, TRANSIENT_STATUSES, DeadlineExceeded, declared_length,
                                          first_line, retry_after_seconds, too_large, within)
 from hosting_automator.masking import secret_values
-from hosting_automator.domains import normalise_domain, spellings
-from hosting_automator.errors import InvalidDomainError, ServerNameClash, SupabaseError, SupabaseSetupError
+from hosting_automator.domains import normalised_or_none, spellings
+from hosting_automator.errors import ServerNameClash, SupabaseError, SupabaseSetupError
 
 if TYPE_CHECKING:
     from hosting_automator.core.retry import RetryPolicy
@@ -180,7 +180,7 @@ class SupabaseClient:
                  .in_("status_hosting", ["pending", "active"]).neq("id", site_id).order("id").limit(20))
         rows = self.retry.call(lambda: self._execute(query, f"look for other rows of {domain}"),
                                f"look for other rows of {domain}", service="Supabase")
-        return [row for row in rows if _normalised(row.get("domain")) == domain]
+        return [row for row in rows if normalised_or_none(row.get("domain")) == domain]
 
     def fetch_active_without_matomo(self, page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield this server's live rows (and unassigned ones, built before servers were named) that have no
@@ -468,13 +468,6 @@ class _BoundedStream(httpx.SyncByteStream):
 
     def close(self):
         self._stream.close()
-
-
-def _normalised(value):
-    try:
-        return normalise_domain(value)
-    except InvalidDomainError:
-        return None
 
 
 def _usable_id(value):
