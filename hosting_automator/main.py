@@ -113,8 +113,37 @@ def _worker_count(text):
     return number
 
 
+class _Ended(Exception):
+    """The command ends before (or instead of) a run: its summary and exit code, reported where main ends.
+    `reported`: --check has written its own lines already."""
+
+    def __init__(self, summary: str, exit_code: int, reported: bool = False) -> None:
+        super().__init__(summary)
+        self.summary, self.exit_code, self.reported = summary, exit_code, reported
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    outcomes = report.RunOutcomes()
+    try:
+        settings = _settings(arguments)
+        recent_lines = _logging(arguments, settings)
+        if arguments.check:
+            summary, exit_code = None, _check(settings, arguments)
+        else:
+            outcomes, summary, exit_code = run(settings, arguments, recent_lines)
+    except _Ended as ended:
+        summary, exit_code = None if ended.reported else ended.summary, ended.exit_code
+    except Exception as err:  # a bug: say so in the log, still exit as cron expects
+        logger.exception("The run stopped on an unexpected error")
+        summary, exit_code = f"Run aborted: unexpected error {err.__class__.__name__}: {err}", EXIT_FAILED
+    if summary is not None:  # None: --check wrote its own lines
+        _report(arguments, outcomes, summary, exit_code)
+    return exit_code
+
+
+def _settings(arguments):
+    """The settings, or the command ends with every problem named (on stderr; --check also gives its lines)."""
     try:
         settings = load_settings(arguments.env_file)
     except ConfigurationError as err:
@@ -123,70 +152,66 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Settings come from the environment or from .env in the working directory (--env-file PATH names "
                   "another file): start from the example with cp .env.example .env, then fill it in.",
                   file=sys.stderr)
-        if arguments.check:  # its promised PASS/FAIL lines all the same, on stdout
-            lines = []
-            report_unusable_settings(err, out=lines.append, as_json=arguments.json)
-            _write_stdout("".join(f"{line}\n" for line in lines))
-        else:
-            _report(arguments, report.RunOutcomes(), str(err), EXIT_USAGE)
-        return EXIT_USAGE
+        if not arguments.check:
+            raise _Ended(str(err), EXIT_USAGE) from err
+        lines = []  # --check's promised PASS/FAIL lines all the same, on stdout
+        report_unusable_settings(err, out=lines.append, as_json=arguments.json)
+        _write_stdout("".join(f"{line}\n" for line in lines))
+        raise _Ended(str(err), EXIT_USAGE, reported=True) from err
     for secret in settings.secrets:
         secret_values.add(secret)
+    return settings
+
+
+def _logging(arguments, settings):
+    """Logging configured, once; the lines a monitoring ping carries. --check is read-only: it looks at whether
+    the log file could be written, and creates none."""
     console_level = logging.DEBUG if arguments.verbose else logging.ERROR if arguments.quiet else logging.INFO
     try:
-        # --check is read-only: it looks at whether the log file could be written, and creates none
         recent_lines = configure_logging(None if arguments.check else settings.log_file, console_level)
     except OSError as err:
         summary = f"LOG_FILE {settings.log_file} cannot be written ({err.strerror})"
         print(f"hosting-automator: {summary}", file=sys.stderr)
-        _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
-        return EXIT_USAGE
+        raise _Ended(summary, EXIT_USAGE) from err
     if settings.env_file and env_file_readable_by_others(settings.env_file):
         warning = f"{settings.env_file} holds secrets and other users can read it: chmod 600 {settings.env_file}"
         logger.warning("%s", warning)
         if arguments.quiet:  # -q hides what is well, and this is not
             print(f"hosting-automator: {warning}", file=sys.stderr)
-    if arguments.check:
-        lines = []
-        exit_code = run_checks(settings, out=lines.append, as_json=arguments.json)
-        _write_stdout("".join(f"{line}\n" for line in lines))
-        return exit_code
-    try:
-        return run(settings, arguments, recent_lines)
-    except Exception as err:  # a bug: say so in the log, still exit as cron expects
-        logger.exception("The run stopped on an unexpected error")
-        _report(arguments, report.RunOutcomes(), f"Run aborted: unexpected error {err.__class__.__name__}: {err}", EXIT_FAILED)
-        return EXIT_FAILED
+    return recent_lines
 
 
-def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentLines) -> int:
+def _check(settings, arguments):
+    lines = []
+    exit_code = run_checks(settings, out=lines.append, as_json=arguments.json)
+    _write_stdout("".join(f"{line}\n" for line in lines))
+    return exit_code
+
+
+def run(settings: Settings, arguments: argparse.Namespace,
+        recent_lines: RecentLines) -> tuple[report.RunOutcomes, str, int]:
+    """The run under the lock: (outcomes, summary, exit code)."""
     dry_run = arguments.dry_run
     stop = threading.Event()
     _stop_on_signals(stop)
     lock = RunLock(settings.lock_file)
     if not dry_run:  # a dry run changes nothing, so it may look while a run works
         try:
-            if not lock.acquire():
-                return _locked_out(settings, arguments, lock, recent_lines)
+            locked = lock.acquire()
         except OSError as err:
             summary = f"LOCK_FILE {settings.lock_file} cannot be opened ({err.strerror})"
             logger.error("%s", summary)
-            _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
-            return EXIT_USAGE
-    limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
-    backfill = min(settings.matomo_backfill_per_run, arguments.limit or settings.matomo_backfill_per_run)
-    options = RunOptions(dry_run=dry_run, domains=tuple(arguments.domain), limit=min(limits) if limits else None,
-                         retry_failed=arguments.retry_failed, workers=arguments.workers or settings.workers,
-                         matomo_backfill=backfill, max_run_seconds=settings.max_run_minutes * 60)
+            raise _Ended(summary, EXIT_USAGE) from err
+        if not locked:
+            _locked_out(settings, lock, recent_lines)
+    options = _run_options(settings, arguments)
     retry = RetryPolicy(sleep=functools.partial(_sleep_unless_stopped, stop))
     with lock:
         try:
             services = Services(settings, retry, options.workers, lock.fileno())
         except HostingAutomatorError as err:  # a client refused its settings, a CA bundle or a proxy variable
-            summary = f"Run aborted: {err}"
-            logger.error("%s", summary)
-            _report(arguments, report.RunOutcomes(), summary, EXIT_USAGE)
-            return EXIT_USAGE
+            logger.error("Run aborted: %s", err)
+            raise _Ended(f"Run aborted: {err}", EXIT_USAGE) from err
         try:
             with Monitoring(services.http, settings.healthcheck_url, recent_lines, dry_run) as monitoring:
                 logger.info("Run started%s", " (dry run: nothing will be changed)" if dry_run else "")
@@ -196,11 +221,19 @@ def run(settings: Settings, arguments: argparse.Namespace, recent_lines: RecentL
                 monitoring.finish(summary, exit_code == EXIT_OK)
         finally:
             services.close()
-    _report(arguments, outcomes, summary, exit_code)
-    return exit_code
+    return outcomes, summary, exit_code
 
 
-def _locked_out(settings, arguments, lock, recent_lines):
+def _run_options(settings, arguments):
+    limits = [n for n in (arguments.limit, settings.max_sites_per_run or None) if n]
+    backfill = min(settings.matomo_backfill_per_run, arguments.limit or settings.matomo_backfill_per_run)
+    return RunOptions(dry_run=arguments.dry_run, domains=tuple(arguments.domain),
+                      limit=min(limits) if limits else None, retry_failed=arguments.retry_failed,
+                      workers=arguments.workers or settings.workers, matomo_backfill=backfill,
+                      max_run_seconds=settings.max_run_minutes * 60)
+
+
+def _locked_out(settings, lock, recent_lines):
     """Another run holds the lock. Usual while it works (exit 0); but held longer than a run can take, that run
     is stuck, and every run after it would do nothing without a word: said loudly, exit 1, a /fail ping."""
     held = lock.held_for()
@@ -208,8 +241,7 @@ def _locked_out(settings, arguments, lock, recent_lines):
     if held is None or held <= longest:
         summary = f"Another run is in progress ({settings.lock_file} is locked); this one does nothing"
         logger.info("%s", summary)
-        _report(arguments, report.RunOutcomes(), summary, EXIT_OK)
-        return EXIT_OK
+        raise _Ended(summary, EXIT_OK)
     holder = lock.holder()
     who = f"process {holder}" if holder else f"the process `fuser {settings.lock_file}` names"
     summary = (f"Another run has held {settings.lock_file} for {held / 60:.0f} minutes, longer than a run can take "
@@ -218,8 +250,7 @@ def _locked_out(settings, arguments, lock, recent_lines):
     logger.error("%s", summary)
     with Session(settings.http_timeout) as http:
         ping(http, settings.healthcheck_url, "fail", summary + "\n\n" + "\n".join(recent_lines.lines))
-    _report(arguments, report.RunOutcomes(), summary, EXIT_FAILED)
-    return EXIT_FAILED
+    raise _Ended(summary, EXIT_FAILED)
 
 
 def _finish(arguments, retry, aborted, outcomes, interrupted):
