@@ -6,7 +6,11 @@ from hosting_automator.masking import secret_values
 
 
 class HostingAutomatorError(Exception):
-    """Base of every error this project raises on purpose; its message is meant for an operator."""
+    """Base of every error this project raises on purpose; its message is meant for an operator. What a service
+    said goes into these messages: masked before anyone can log, print or store one."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(secret_values.mask(message))
 
 
 class ConfigurationError(HostingAutomatorError):
@@ -34,8 +38,7 @@ class ServiceError(HostingAutomatorError):
 
     def __init__(self, message: str, transient: bool = False, retry_after: float | None = None,
                  may_have_acted: bool = False) -> None:
-        # what a service said goes into these messages: masked before anyone can log, print or store one
-        super().__init__(secret_values.mask(message))
+        super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
         self.may_have_acted = may_have_acted
@@ -43,7 +46,8 @@ class ServiceError(HostingAutomatorError):
 
 class SetupError(HostingAutomatorError):
     """A setting is wrong in a way every row would meet (a refused key, an address with no such service): the run
-    stops at the first one, rows untouched, with one message naming the setting."""
+    stops at the first one, rows untouched, with one message naming the setting. Its own branch, apart from the
+    service errors a step turns into a row's outcome, so that no step has to let it through by name."""
 
 
 class ServerNameClash(SetupError):
@@ -61,7 +65,7 @@ class CloudPanelError(ServiceError):
     """clpctl or the gateway refused or failed; the site fails as `CloudPanel: …`."""
 
 
-class CloudPanelSetupError(CloudPanelError, SetupError):
+class CloudPanelSetupError(SetupError):
     """The gateway refused CLOUDPANEL_API_TOKEN, or CLOUDPANEL_API_URL has none of its endpoints."""
 
 
@@ -77,7 +81,7 @@ class DnsError(ServiceError):
     """No name server answered for a domain; the row is left as it is for the next run."""
 
 
-class DnsSetupError(DnsError, SetupError):
+class DnsSetupError(SetupError):
     """This machine has no name server to ask, and DNS_RESOLVERS names none."""
 
 
@@ -85,7 +89,7 @@ class SupabaseError(ServiceError):
     """Reading or writing the sites table failed."""
 
 
-class SupabaseSetupError(SupabaseError, SetupError):
+class SupabaseSetupError(SetupError):
     """The table, a column or the key is wrong: every request would fail the same way, so the run aborts."""
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hosting_automator.domains import normalised_or_none
-from hosting_automator.errors import (MatomoError, RunInterrupted, ServerNameClash, SetupError,
-                                      SupabaseError)
+from hosting_automator.errors import (MatomoError, RunInterrupted, ServerNameClash, SetupError, SupabaseError,
+                                      SupabaseSetupError)
 from hosting_automator.report import FAILED, NOT_RECORDED, RunOutcomes, SiteOutcome
 from hosting_automator.site import SiteSteps, interrupted, shown_domain
 
@@ -82,7 +82,7 @@ class Run:
             except ServerNameClash as err:  # found in a page of rows, before any of it was worked on
                 self.aborted = str(err)
                 logger.error("%s", self.aborted)
-            except SupabaseError as err:
+            except (SupabaseError, SupabaseSetupError) as err:
                 self.aborted = f"cannot read the pending sites: {err}"
                 logger.error("%s", self.aborted)
             except RunInterrupted:

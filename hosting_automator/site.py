@@ -16,7 +16,6 @@ from hosting_automator.errors import (
     RunInterrupted,
     ServerNameClash,
     ServiceError,
-    SetupError,
 )
 from hosting_automator.report import ACTIVE, FAILED, LEFT_TO_OTHERS, MATOMO_ADDED_LATER, NOT_RECORDED, POSTPONED, \
     WAITING_FOR_DNS, SiteOutcome
@@ -58,16 +57,12 @@ class SiteSteps:
             logger.info("Setting up hosting")
             try:
                 site = self.services.cloudpanel.create_static_site(domain, dry_run=self.dry_run)
-            except SetupError:
-                raise
             except CloudPanelError as err:
                 return self._step_failed(row, domain, "CloudPanel", err, logging.ERROR)
             self._stop_point()
             try:
                 certificate_requested = self.services.cloudpanel.provision_ssl(domain, new_site=site.created,
                                                                                dry_run=self.dry_run)
-            except SetupError:
-                raise
             except (CertificateError, CloudPanelError) as err:
                 return self._step_failed(row, domain, "SSL", err, logging.CRITICAL, site.doc_root)
             self._stop_point()
@@ -154,8 +149,6 @@ class SiteSteps:
             try:
                 self.services.supabase.note(row["id"], waiting, read_status=row.get("status_hosting") or "pending",
                                             dry_run=self.dry_run)
-            except SetupError:
-                raise
             except ServiceError as err:
                 logger.error("Could not note why the row waits: %s", err)
         return SiteOutcome(row.get("id"), domain, WAITING_FOR_DNS, warning=waiting)
@@ -187,8 +180,6 @@ class SiteSteps:
                                        warning=f"assigned to {owner}" if owner else None)
             else:
                 _take_over(self.services, row, read_status, self.dry_run)
-        except SetupError:
-            raise
         except ServiceError as err:
             return _postponed(row, domain, f"could not claim the row: {err}")
         live = next((other for other in others if other.get("status_hosting") == ACTIVE), None)
@@ -211,8 +202,6 @@ class SiteSteps:
             written = self.services.supabase.update_site_hosting_status(
                 row["id"], status, doc_root=doc_root, matomo_id=matomo_id, error_message=error,
                 read_status=row.get("status_hosting") or "pending", dry_run=self.dry_run)
-        except SetupError:
-            raise
         except ServiceError as err:
             logger.error("Could not record the outcome (%s): %s; the row stays %s and the next run converges",
                          status, err, row.get("status_hosting"))

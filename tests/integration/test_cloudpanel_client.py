@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hosting_automator.masking import MASK, secret_values
-from hosting_automator.errors import CertificateError, CloudPanelError, ServiceError
+from hosting_automator.errors import CertificateError, CloudPanelError, CloudPanelSetupError, ServiceError
 from hosting_automator.services import cloudpanel_client
 from hosting_automator.services.cloudpanel_client import (PASSWORD_LENGTH, ClpctlClient, GatewayClient, StaticSite,
                                                           site_user_for)
@@ -430,7 +430,7 @@ def test_gateway_check_against_fake_gateway_wrong_key_names_cloudpanel_api_token
                                                                                  served):
     client = GatewayClient(fake_gateway.url, "wrong-key-0000", session, retry=retry, served_certificate=served)
 
-    with pytest.raises(CloudPanelError) as caught:
+    with pytest.raises(CloudPanelSetupError) as caught:
         client.check()
 
     assert str(caught.value) == ("gateway: list users (read-only): the gateway refused CLOUDPANEL_API_TOKEN (HTTP "
