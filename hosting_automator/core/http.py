@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 
 from hosting_automator.core.config import without_credentials
 from hosting_automator.masking import secret_values
-from hosting_automator.errors import ServiceError
+from hosting_automator.errors import ServiceError, SetupError
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def header_retry_after(response: requests.Response) -> float | None:
 
 def send(session: Session, method: str, url: str, *, error: type[ServiceError], what: str,
          retry_after: Callable[[requests.Response], float | None] = header_retry_after, creates: bool = False,
-         setting: str | None = None, setup_error: type[ServiceError] | None = None,
+         setting: str | None = None, setup_error: type[SetupError] | None = None,
          **kwargs: Any) -> requests.Response:
     """One request through `session`; the response, unless it failed on the way or with a transient status.
 
