@@ -5,6 +5,7 @@ import os
 
 from hosting_automator.core.config import machine_identity
 from tests.support.harness import run_job
+from tests.support.sockets import closed_port
 from tests.standins.faults import Fault
 
 
@@ -67,13 +68,14 @@ def test_check_creates_neither_the_log_file_nor_the_lock_file(standins, tmp_path
 def test_check_names_the_fix_for_each_broken_service(standins):
     standins.postgrest.columns.remove("matomo_id")
     standins.matomo.superuser = False
+    port = closed_port()
     result = run_job(standins, "--check", overrides={"LOCK_FILE": "/nonexistent-dir/run.lock",
-                                                      "CLOUDPANEL_HTTPS_ADDRESS": "127.0.0.1:9"})
+                                                      "CLOUDPANEL_HTTPS_ADDRESS": f"127.0.0.1:{port}"})
     lines = check_lines(result)
     assert result.returncode == 1
     assert "apply the files of supabase/migrations/, in order" in lines["FAIL  Supabase"]
     assert "not a super user" in lines["FAIL  Matomo"] and "MATOMO_API_TOKEN" in lines["FAIL  Matomo"]
-    assert lines["FAIL  HTTPS"].startswith("FAIL  HTTPS: CLOUDPANEL_HTTPS_ADDRESS 127.0.0.1:9 cannot be reached (")
+    assert lines["FAIL  HTTPS"].startswith(f"FAIL  HTTPS: CLOUDPANEL_HTTPS_ADDRESS 127.0.0.1:{port} cannot be reached (")
     assert lines["FAIL  lock file"] == ("FAIL  lock file: LOCK_FILE /nonexistent-dir/run.lock cannot be created "
                                         "(its directory /nonexistent-dir does not exist)")
 
@@ -139,7 +141,7 @@ def test_healthcheck_fail_ping_on_failure_and_a_dead_monitor_only_warns(standins
     assert "invalid domain" in httpserver.log[1][0].get_data(as_text=True)
 
     standins.postgrest.insert({"domain": "fine.example.test", "status_dns": "active", "status_hosting": "pending"})
-    result = run_job(standins, overrides={"HEALTHCHECK_URL": "http://127.0.0.1:9/ping/dead"})
+    result = run_job(standins, overrides={"HEALTHCHECK_URL": f"http://127.0.0.1:{closed_port()}/ping/dead"})
     assert result.returncode == 0
     assert "WARNING Monitoring ping (start) failed" in result.log
     assert "WARNING Monitoring ping (success) failed" in result.log
