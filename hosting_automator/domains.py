@@ -1,5 +1,7 @@
-"""The rules a row's `domain` must pass before any service hears of it (RFC 1035 lengths, IDNA 2008)."""
+"""The rules a host name must pass: a row's `domain` before any service hears of it (RFC 1035 lengths, IDNA
+2008), and a service's host in the settings."""
 
+import ipaddress
 import re
 
 import idna
@@ -11,6 +13,9 @@ MAX_LABEL_LENGTH = 63
 CLOUDPANEL_MAX_DOMAIN_LENGTH = 128  # CloudPanel's own limit on domainName
 
 _LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+# An ASCII host label of a service as resolvers take it: underscores included, since internal names (a Docker
+# service such as supabase_kong) carry them although IDNA 2008 does not allow them.
+_SERVICE_HOST_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 # Characters that a shell, a URL or a template could give meaning to; named in the message.
 _FORBIDDEN_CHARACTERS = set(";|&$`()<>\\'\"!{}[]?#%@=+,^~")
 
@@ -123,6 +128,43 @@ def _check_punycode(label):
         idna.decode(label)
     except (idna.IDNAError, UnicodeError) as err:
         raise InvalidDomainError(f"label {_shown(label)} is not valid punycode ({err})") from err
+
+
+def service_host_problem(host: str) -> str | None:
+    """Why `host` (of a service's URL or address) cannot be used to reach it, or None when it can: an IP address,
+    or a name whose labels have 1 to 63 characters and 253 in all, underscores allowed. Any other name fails only
+    deep in the HTTP client or the resolver, as a UnicodeError traceback, so it is refused here."""
+    if ":" in host:  # only an IPv6 address holds colons; a zone comes percent-encoded in a URL
+        try:
+            ipaddress.ip_address(host.replace("%25", "%", 1))
+        except ValueError:
+            return "not a valid IPv6 address"
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name:
+        return "it is empty"
+    if not name.isascii():
+        # how requests and httpx turn it into the name they look up
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as err:
+            return f"not a valid internationalised name: {err}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it is {len(name)} characters long, more than the {MAX_NAME_LENGTH} allowed"
+    for label in name.split("."):
+        if not label:
+            return "an empty label: two dots in a row, or a leading dot"
+        if len(label) > MAX_LABEL_LENGTH:
+            return (f"label '{label[:20]}…' is {len(label)} characters long, more than the "
+                    f"{MAX_LABEL_LENGTH} allowed")
+        if not _SERVICE_HOST_LABEL.match(label):
+            return f"label {label!r} may hold only letters, digits, hyphens and underscores"
+    return None
 
 
 def _shown(raw):

@@ -44,19 +44,20 @@ class Services:
         self._trust_store = trust_store()
         self.http = Session(s.http_timeout, pool_size=workers)
         self.machine = machine_identity()  # told apart from a machine cloned under the same SERVER_NAME
-        self.supabase = SupabaseClient(s.supabase_url, s.supabase_service_key, s.sites_table, s.http_timeout, retry,
-                                       pool_size=workers, server_name=s.server_name, machine=self.machine)
+        self.supabase = SupabaseClient(s.supabase_url, s.supabase_service_key.get_secret_value(), s.sites_table,
+                                       s.http_timeout, retry, pool_size=workers, server_name=s.server_name,
+                                       machine=self.machine)
         self.server_name = s.server_name
         self.server_addresses = s.server_addresses
         self.dns = DnsClient(s.dns_resolvers, s.http_timeout) if s.server_addresses else None
         if s.uses_gateway:
-            self.cloudpanel = GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token, self.http,
+            self.cloudpanel = GatewayClient(s.cloudpanel_api_url, s.cloudpanel_api_token.get_secret_value(), self.http,
                                             s.cloudpanel_concurrency, retry=retry,
                                             served_certificate=self.served_certificate)
         else:
             self.cloudpanel = ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency, lock_fd,
                                            retry=retry, served_certificate=self.served_certificate)
-        self.matomo = MatomoClient(s.matomo_api_url, s.matomo_api_token, self.http, retry, s.matomo_site_timezone,
+        self.matomo = MatomoClient(s.matomo_api_url, s.matomo_api_token.get_secret_value(), self.http, retry, s.matomo_site_timezone,
                                    s.matomo_site_currency)
 
     def served_certificate(self, domain: str) -> ServedCertificate:

@@ -2,10 +2,13 @@
 settings that stop it: tests/end_to_end/test_config.py."""
 
 import base64
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 from hosting_automator.core import config
 from hosting_automator.core.config import env_file_readable_by_others, load_settings, matomo_api_endpoint
@@ -74,7 +77,7 @@ def test_load_settings_environment_wins_over_env_file(tmp_path, monkeypatch):
     )
     settings = load_settings(environ={"SUPABASE_SERVICE_KEY": "env-key", "WORKERS": ""})
     assert settings.supabase_url == "https://from-file.supabase.co"
-    assert settings.supabase_service_key == "env-key"
+    assert settings.supabase_service_key.get_secret_value() == "env-key"
     assert settings.workers == 3  # an empty variable does not hide the file's value
     assert settings.env_file == ".env"
 
@@ -286,7 +289,7 @@ def test_a_key_that_row_level_security_limits_is_refused_naming_the_setting_neve
                                  "a-key-of-another-shape", "a.b.c"])
 def test_a_secret_or_service_role_key_or_one_of_unknown_shape_is_taken(tmp_path, monkeypatch, key):
     monkeypatch.chdir(tmp_path)
-    assert load_settings(environ=dict(REQUIRED, SUPABASE_SERVICE_KEY=key)).supabase_service_key == key
+    assert load_settings(environ=dict(REQUIRED, SUPABASE_SERVICE_KEY=key)).supabase_service_key.get_secret_value() == key
 
 
 @pytest.mark.parametrize("value", ["[::1", "[::1]x", "[::1]:", "1.1.1.1:", "[1.1.1.1"])
@@ -324,3 +327,50 @@ def test_the_examples_placeholders_copied_unedited_are_settings_not_made(tmp_pat
 
     assert "SUPABASE_URL is not set (it still holds .env.example's placeholder)" in problems
     assert "MATOMO_API_URL is not set (it still holds .env.example's placeholder)" in problems
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Rows of README's settings table for variables that requests, httpx and ssl read, not the job's settings model
+READ_BY_LIBRARIES = {"https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
+
+def readme_settings():
+    """{variable: required?} from README's table of settings (`| name | required | meaning |`)."""
+    lines = (ROOT / "README.md").read_text().split("\n")
+    start = lines.index("| name | required | meaning |") + 2
+    documented = {}
+    for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start:]):
+        names, required = line.split("|")[1:3]
+        documented.update({name: required.strip() == "yes" for name in re.findall(r"`([A-Za-z_]+)`", names)})
+    return documented
+
+
+def test_readme_settings_table_names_exactly_the_models_settings_and_which_are_required():
+    model = {field.alias: field.is_required() for field in config.Settings.model_fields.values() if field.alias}
+    documented = readme_settings()
+    assert set(documented) >= READ_BY_LIBRARIES
+    assert {name: required for name, required in documented.items() if name not in READ_BY_LIBRARIES} == model
+
+
+def test_env_example_holds_every_setting_of_the_model_and_nothing_else():
+    example = dotenv_values(ROOT / ".env.example")
+    assert sorted(example) == sorted(field.alias for field in config.Settings.model_fields.values() if field.alias)
+
+
+@pytest.mark.parametrize("hostname, server_name, expected", [
+    ("web-1", None, "web-1"),
+    ("web_1", "web-1.example", "web-1.example"),
+    ("web-1", "web-1,hosting_server.is.null", "SERVER_NAME must be letters, digits, dots and dashes (at most 63, "
+                                              "starting with a letter or digit), got 'web-1,hosting_server.is.null'"),
+    ("web_1", None, "SERVER_NAME must be letters, digits, dots and dashes (at most 63, starting with a letter or "
+                    "digit), the host's name 'web_1' is not one"),
+])
+def test_server_name_goes_into_filters_so_only_names_that_cannot_change_one_are_taken(
+        tmp_path, monkeypatch, hostname, server_name, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config.socket, "gethostname", lambda: hostname)
+    environ = dict(REQUIRED, **({"SERVER_NAME": server_name} if server_name else {}))
+    if expected.startswith("SERVER_NAME"):
+        assert problems_of(environ) == [expected]
+    else:
+        assert load_settings(environ=environ).server_name == expected
