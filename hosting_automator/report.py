@@ -1,5 +1,6 @@
 """What a run did: each site's outcome as it comes, the summary line, the console table, and the same as JSON."""
 
+import enum
 import json
 import threading
 from collections import Counter
@@ -8,10 +9,25 @@ from dataclasses import dataclass
 
 from hosting_automator.masking import secret_values
 
-ACTIVE, FAILED = "active", "failed"
-POSTPONED, NOT_RECORDED = "postponed", "not recorded"
-LEFT_TO_OTHERS, WAITING_FOR_DNS = "left to other servers", "waiting for DNS"  # not failures: another run's or DNS's
-MATOMO_ADDED_LATER = "Matomo added later"  # a live site given the Matomo site it went live without
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one row, as the report, the summary and the JSON name it."""
+
+    ACTIVE = "active"  # these two are also what the row's status_hosting is set to
+    FAILED = "failed"
+    POSTPONED = "postponed"  # a service unreachable: the row stays as read, for the next run
+    NOT_RECORDED = "not recorded"  # the outcome could not be written: the row stays as read
+    CHANGED_MEANWHILE = "changed meanwhile"  # someone else changed the row: left untouched
+    INTERRUPTED = "interrupted"
+    LEFT_TO_OTHERS = "left to other servers"  # not failures: another run's or DNS's
+    WAITING_FOR_DNS = "waiting for DNS"
+    MATOMO_ADDED_LATER = "Matomo added later"  # a live site given the Matomo site it went live without
+    WOULD_SET_UP = "would set up"  # the dry run's
+    WOULD_FAIL = "would fail"
+    WOULD_ADD_MATOMO = "would add Matomo"
+
+
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
 
 
@@ -21,7 +37,7 @@ class SiteOutcome:
 
     site_id: object
     domain: str
-    outcome: str  # active | failed | postponed | not recorded | changed meanwhile | interrupted | would … (dry run)
+    outcome: Outcome
     doc_root: str | None = None
     matomo_id: int | None = None
     error: str | None = None
@@ -29,7 +45,7 @@ class SiteOutcome:
 
     @property
     def is_failure(self) -> bool:
-        return self.outcome in (FAILED, NOT_RECORDED, POSTPONED)
+        return self.outcome in (Outcome.FAILED, Outcome.NOT_RECORDED, Outcome.POSTPONED)
 
 
 class RunOutcomes:
@@ -53,7 +69,7 @@ class RunOutcomes:
                 return
             self._by_position[position] = outcome
             self.counts[outcome.outcome] += 1
-            if outcome.outcome == ACTIVE and outcome.matomo_id is None:
+            if outcome.outcome == Outcome.ACTIVE and outcome.matomo_id is None:
                 self.active_without_matomo += 1
             if outcome.is_failure:
                 self.any_failure = True
@@ -75,9 +91,9 @@ def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted:
     if not aborted and not interrupted and not sum(counts.values()):
         nothing = (f"no pending row for {', '.join(domains)}" if domains else "no pending sites")
         return f"Run finished: {nothing}" + (" (dry run: nothing changed)" if dry_run else "")
-    failed, unrecorded = counts[FAILED], counts[NOT_RECORDED]
-    postponed, changed = counts[POSTPONED], counts["changed meanwhile"]
-    parts = [f"{counts[ACTIVE]} active ({outcomes.active_without_matomo} without Matomo)", f"{failed} failed"]
+    failed, unrecorded = counts[Outcome.FAILED], counts[Outcome.NOT_RECORDED]
+    postponed, changed = counts[Outcome.POSTPONED], counts[Outcome.CHANGED_MEANWHILE]
+    parts = [f"{counts[Outcome.ACTIVE]} active ({outcomes.active_without_matomo} without Matomo)", f"{failed} failed"]
     if postponed:
         parts.append(f"{postponed} left pending (service unreachable)")
     if unrecorded:
@@ -85,17 +101,17 @@ def summary_line(outcomes: RunOutcomes, aborted: str | None = None, interrupted:
     if changed:
         parts.append(f"{changed} changed by someone else")
     if dry_run:  # a dry run goes through the same steps: a service it cannot reach leaves a row as a run would
-        parts = [f"{counts['would set up'] + counts['would fail']} would be processed"
-                 + (f" ({counts['would fail']} would fail)" if counts["would fail"] else "")]
+        parts = [f"{counts[Outcome.WOULD_SET_UP] + counts[Outcome.WOULD_FAIL]} would be processed"
+                 + (f" ({counts[Outcome.WOULD_FAIL]} would fail)" if counts[Outcome.WOULD_FAIL] else "")]
         if postponed:
             parts.append(f"{postponed} left pending (service unreachable)")
-        if counts["would add Matomo"]:
-            parts.append(f"{counts['would add Matomo']} live sites would get their Matomo site")
-    for outcome in (LEFT_TO_OTHERS, WAITING_FOR_DNS):
+        if counts[Outcome.WOULD_ADD_MATOMO]:
+            parts.append(f"{counts[Outcome.WOULD_ADD_MATOMO]} live sites would get their Matomo site")
+    for outcome in (Outcome.LEFT_TO_OTHERS, Outcome.WAITING_FOR_DNS):
         if counts[outcome]:
             parts.append(f"{counts[outcome]} {outcome}")
-    if counts[MATOMO_ADDED_LATER]:
-        parts.append(f"{MATOMO_ADDED_LATER}: {counts[MATOMO_ADDED_LATER]}")
+    if counts[Outcome.MATOMO_ADDED_LATER]:
+        parts.append(f"{Outcome.MATOMO_ADDED_LATER}: {counts[Outcome.MATOMO_ADDED_LATER]}")
     line = "Run finished: " + ", ".join(parts)
     if interrupted:
         line = "Run interrupted: " + ", ".join(parts) + "; the sites not finished stay as they were"
@@ -108,7 +124,7 @@ def table_lines(outcomes: Iterable[SiteOutcome], failures_only: bool = False) ->
     """A plain-text table, one site a line, '-' for an empty cell; the last column holds the error or warning.
     No lines at all when no site is shown."""
     rows = [(_cell(o.domain), _cell(o.outcome), _cell(o.doc_root), _cell(o.matomo_id), _note(o.error or o.warning))
-            for o in outcomes if o.is_failure or o.outcome == "would fail" or not failures_only]
+            for o in outcomes if o.is_failure or o.outcome == Outcome.WOULD_FAIL or not failures_only]
     if not rows:
         return []
     rows.insert(0, COLUMNS)

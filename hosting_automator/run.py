@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from hosting_automator.domains import normalised_or_none
 from hosting_automator.errors import (MatomoError, RunInterrupted, ServerNameClash, SetupError, SupabaseError,
                                       SupabaseSetupError)
-from hosting_automator.report import FAILED, NOT_RECORDED, RunOutcomes, SiteOutcome
-from hosting_automator.site import SiteSteps, interrupted, shown_domain
+from hosting_automator.report import Outcome, RunOutcomes, SiteOutcome
+from hosting_automator.site import Row, SiteSteps, interrupted
 
 if TYPE_CHECKING:
     from hosting_automator.services import Services
@@ -53,8 +53,8 @@ class Run:
     def run(self) -> RunOutcomes:
         """Process every selected pending site, then the Matomo backfill; return the outcomes in the order the
         sites were read. No exception of the project's own leaves: a failure that stops the run is in `aborted`."""
-        statuses = ("pending", FAILED) if self.options.retry_failed else ("pending",)
-        rows = self._selected(self.services.supabase.fetch_pending_hosting_sites(statuses))
+        statuses = ("pending", "failed") if self.options.retry_failed else ("pending",)
+        rows = self._selected(map(Row.of, self.services.supabase.fetch_pending_hosting_sites(statuses)))
         workers = max(1, self.options.workers)
         read_ahead = workers * 2  # rows are read only a little ahead of the work: memory stays flat
         slots = threading.BoundedSemaphore(read_ahead)
@@ -73,10 +73,10 @@ class Run:
                 for position, row in enumerate(rows):
                     if not _take_slot(slots, self._no_new_site):
                         break
-                    read.add(row.get("id"))
-                    name = normalised_or_none(row.get("domain"))
-                    owner = owners.setdefault(name, row.get("id")) if name else row.get("id")
-                    work = self._process_row if owner == row.get("id") else self._leave_to_owner
+                    read.add(row.id)
+                    name = normalised_or_none(row.domain)
+                    owner = owners.setdefault(name, row.id) if name else row.id
+                    work = self._process_row if owner == row.id else self._leave_to_owner
                     pool.submit(work, row, name, owner).add_done_callback(
                         lambda future, position=position: collect(future, position))
             except ServerNameClash as err:  # found in a page of rows, before any of it was worked on
@@ -103,7 +103,8 @@ class Run:
             return
         position = len(outcomes)
         try:
-            rows = (row for row in self.services.supabase.fetch_active_without_matomo() if row.get("id") not in read)
+            live = map(Row.of, self.services.supabase.fetch_active_without_matomo())
+            rows = (row for row in live if row.id not in read)
             for row in self._selected(rows, self.options.matomo_backfill, "live sites without Matomo"):
                 if self._no_new_site():
                     return
@@ -129,7 +130,7 @@ class Run:
             if limit is not None and taken >= limit:
                 logger.info("Reached the limit of %d %s for this run; the rest wait for the next run", limit, what)
                 return
-            if wanted and (normalised_or_none(row.get("domain")) or row.get("domain")) not in wanted:
+            if wanted and (normalised_or_none(row.domain) or row.domain) not in wanted:
                 continue
             taken += 1
             yield row
@@ -175,10 +176,10 @@ class Run:
         except SetupError as err:
             self.aborted = str(err)
             logger.error("%s", err)
-            return SiteOutcome(row.get("id"), shown_domain(row), NOT_RECORDED, error=str(err))
+            return SiteOutcome(row.id, row.shown_domain, Outcome.NOT_RECORDED, error=str(err))
         except Exception as err:  # a bug must not take the other sites down with it
-            logger.exception("Unexpected error for %s", shown_domain(row))
-            return SiteOutcome(row.get("id"), shown_domain(row), NOT_RECORDED,
+            logger.exception("Unexpected error for %s", row.shown_domain)
+            return SiteOutcome(row.id, row.shown_domain, Outcome.NOT_RECORDED,
                                error=f"internal error: {err.__class__.__name__}: {err}")
 
 

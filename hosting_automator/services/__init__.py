@@ -57,8 +57,8 @@ class Services:
         else:
             self.cloudpanel = ClpctlClient(s.cloudpanel_clpctl, s.cloudpanel_db_path, s.cloudpanel_concurrency, lock_fd,
                                            retry=retry, served_certificate=self.served_certificate)
-        self.matomo = MatomoClient(s.matomo_api_url, s.matomo_api_token.get_secret_value(), self.http, retry, s.matomo_site_timezone,
-                                   s.matomo_site_currency)
+        self.matomo = MatomoClient(s.matomo_api_url, s.matomo_api_token.get_secret_value(), self.http, retry,
+                                   s.matomo_site_timezone, s.matomo_site_currency)
 
     def served_certificate(self, domain: str) -> ServedCertificate:
         """What this server's HTTPS endpoint serves for `domain` now."""

@@ -56,7 +56,6 @@ class MatomoClient:
         self.retry = retry
         self.timezone = timezone
         self.currency = currency
-        self._dry_run_sites = {}  # URL -> the domain a dry run would have made a Matomo site for, with that URL
         self._refused_setting = None  # set when addSite refused a setting every site is made with: asked no more
         self._refused_token = None  # set when Matomo refused the token: not asked again, each refusal counts
         self._lock = threading.Lock()  # workers share the client
@@ -124,13 +123,8 @@ class MatomoClient:
         if site_id is not None:
             logger.info("Matomo site exists already (idSite %d)", site_id)
             return site_id
-        if dry_run:
-            planned = self.planned_site_of(domain)
-            if planned:
-                logger.info("Would use the Matomo site %s would get (dry run: nothing changed)", planned)
-                return None
-            self._dry_run_sites.update(dict.fromkeys(site_urls(domain), domain))
-            logger.info("Would create a Matomo site (dry run: nothing changed)")
+        if dry_run:  # what a run would make of it (this site, or its twin's found) is the plan's to say
+            logger.info("No Matomo site for it yet (dry run: nothing changed)")
             return None
         if self._refused_setting:
             raise MatomoError(f"not asked: {self._refused_setting} (refused earlier in this run)")
@@ -176,11 +170,6 @@ class MatomoClient:
                 setattr(self, attribute, refusal)
         if not said:
             logger.error("%s: %s", refusal, why)
-
-    def planned_site_of(self, domain: str) -> str | None:
-        """In a dry run, the domain whose Matomo site, not made, would track `domain`: itself, or its www./apex twin,
-        whose site the real run would find instead of making a second one."""
-        return self._dry_run_sites.get(f"https://{domain}")
 
     def check(self) -> str:
         """Read-only: the token works and belongs to a super user (addSite needs one).

@@ -99,23 +99,8 @@ def test_dry_run_looks_the_site_up_and_adds_none(mocked, matomo, caplog, found, 
     assert matomo.create_tracking_site("example.com", dry_run=True) == expected
 
     assert methods_called(mocked) == [LOOKUP] + [URLS] * len(found)
-    assert caplog.messages == (["Would create a Matomo site (dry run: nothing changed)"] if expected is None
+    assert caplog.messages == (["No Matomo site for it yet (dry run: nothing changed)"] if expected is None
                                else ["Matomo site exists already (idSite 7)"])
-
-
-def test_dry_run_of_a_name_and_its_www_twin_promises_one_matomo_site_as_the_run_makes(mocked, matomo, caplog):
-    """A run makes one site for both (its URLs name both); the second twin finds it. A dry run makes none, so it
-    remembers what it would have made."""
-    caplog.set_level(logging.INFO)
-    script(mocked, (LOOKUP, 200, "[]"), (LOOKUP, 200, "[]"))
-
-    assert matomo.create_tracking_site("twin.example", dry_run=True) is None
-    assert matomo.create_tracking_site("www.twin.example", dry_run=True) is None
-
-    assert [matomo.planned_site_of(name) for name in ("twin.example", "www.twin.example", "other.example")] == [
-        "twin.example", "twin.example", None]
-    assert caplog.messages == ["Would create a Matomo site (dry run: nothing changed)",
-                               "Would use the Matomo site twin.example would get (dry run: nothing changed)"]
 
 
 def test_create_tracking_site_www_domain_adds_apex_twin_second(mocked, matomo):

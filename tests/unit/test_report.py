@@ -7,11 +7,11 @@ import threading
 import pytest
 
 from hosting_automator.masking import secret_values
-from hosting_automator.report import RunOutcomes, SiteOutcome, json_document, summary_line, table_lines
+from hosting_automator.report import Outcome, RunOutcomes, SiteOutcome, json_document, summary_line, table_lines
 
-ACTIVE_A = SiteOutcome(1, "a.example", "active", "/home/a/htdocs/a.example", 7)
-FAILED_B = SiteOutcome(2, "b.example", "failed", error="CloudPanel: domainName: This value is not valid.")
-ACTIVE_C = SiteOutcome("c3", "c.example", "active", "/home/c/htdocs/c.example", None, warning="Matomo: down")
+ACTIVE_A = SiteOutcome(1, "a.example", Outcome.ACTIVE, "/home/a/htdocs/a.example", 7)
+FAILED_B = SiteOutcome(2, "b.example", Outcome.FAILED, error="CloudPanel: domainName: This value is not valid.")
+ACTIVE_C = SiteOutcome("c3", "c.example", Outcome.ACTIVE, "/home/c/htdocs/c.example", None, warning="Matomo: down")
 
 
 @pytest.fixture
@@ -132,3 +132,16 @@ def test_dry_run_summary_counts_what_would_be_done_and_the_rows_a_service_left_p
 def test_a_run_with_nothing_to_do_says_so(domains, dry_run, line):
     assert summary_line(RunOutcomes(), dry_run=dry_run, domains=domains) == line
     assert summary_line(RunOutcomes(), aborted="cannot read").startswith("Run aborted: 0 active")
+
+
+def test_the_json_names_each_outcome_and_its_count_by_the_word_the_table_shows(outcomes):
+    for position, outcome in enumerate([ACTIVE_A, FAILED_B, ACTIVE_C]):
+        outcomes.add(position, outcome)
+    outcomes.add(3, SiteOutcome(4, "d.example", Outcome.LEFT_TO_OTHERS, warning="assigned to web-2"))
+
+    document = json.loads(json_document(outcomes, "Run finished", 1))
+
+    assert [site["outcome"] for site in document["sites"]] == ["active", "failed", "active", "left to other servers"]
+    assert document["counts"] == {"active": 2, "failed": 1, "left to other servers": 1}
+    assert [line.split("  ")[1] for line in table_lines(outcomes)[1:]] == ["active", "failed", "active",
+                                                                            "left to other servers"]

@@ -135,9 +135,6 @@ class MemoryMatomo:
     def find_site(self, domain):
         return self.sites.get(domain)
 
-    def planned_site_of(self, domain):
-        return None
-
     def create_tracking_site(self, domain, dry_run=False):
         if domain in self.fail:
             raise MatomoError(self.fail[domain])
@@ -321,6 +318,18 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(retry, caplog):
     assert outcomes[1].warning == ("CloudPanel site exists (site user olduser); certificate served already, "
                                    "no request; Matomo site 9 exists")
     assert "(dry run: nothing changed)" in caplog.text
+
+
+def test_dry_run_plans_one_matomo_site_for_a_name_and_its_www_twin_as_a_run_makes_one(retry):
+    """A run makes one Matomo site naming both URLs, and the twin set up second finds it; a dry run makes none,
+    so its plan says which site the twin would get."""
+    services = MemoryServices([row(1, "twin.example"), row(2, "www.twin.example"), row(3, "other.example")], retry)
+
+    _, outcomes = run(services, dry_run=True)
+
+    assert [outcome.warning.split("; ")[-1] for outcome in outcomes] == [
+        "would create a Matomo site", "would use the Matomo site twin.example would get", "would create a Matomo site"]
+    assert services.matomo.sites == {}
 
 
 def test_stop_requested_mid_site_abandons_it_without_writing(retry):
@@ -562,8 +571,7 @@ def test_invalid_domain_is_claimed_before_its_row_is_failed(retry):
 # --- a dry run is the run, with each side effect skipped where it is made -------------------------------------
 
 READ_ONLY = {("supabase", "fetch_pending_hosting_sites"), ("supabase", "other_rows_of_site"),
-             ("supabase", "holder"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses"),
-             ("matomo", "planned_site_of")}
+             ("supabase", "holder"), ("supabase", "fetch_active_without_matomo"), ("dns", "addresses")}
 
 
 class Recorded:
