@@ -165,17 +165,7 @@ def send(session: Session, method: str, url: str, *, error: type[ServiceError], 
             the wait `retry_after(response)` reads; final for a URL, proxy or CA bundle that cannot be used; of
             the class `setup_error` (default `error`) for a redirect.
     """
-    try:
-        response = session.request(method, url, **kwargs)
-    except requests.RequestException as err:
-        acted = creates and is_transient(err) and reached_service(err)
-        raise error(f"{what}: {network_failure(err, kwargs.get('timeout') or session.timeout)}"
-                    + (UNANSWERED_CREATE if acted else ""), transient=is_transient(err), may_have_acted=acted) from err
-    except ValueError as err:  # urllib3 refusing a host name before any request (a label over 63 characters, …)
-        raise error(f"{what}: the address cannot be used ({_without_credentials(first_line(err))})") from err
-    except OSError as err:  # requests' own check of the CA bundle path, before any connection
-        raise error(f"{what}: the CA bundle cannot be used ({err}); check REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or "
-                    "SSL_CERT_FILE") from err
+    response = _request(session, method, url, error, what, creates, kwargs)
     logger.debug("%s %s: HTTP %d", method, response.url, response.status_code)
     if response.is_redirect:
         target = without_credentials(secret_values.excerpt(response.headers["Location"], 200))
@@ -187,6 +177,21 @@ def send(session: Session, method: str, url: str, *, error: type[ServiceError], 
                     + (UNANSWERED_CREATE if acted else ""), transient=True, retry_after=retry_after(response),
                     may_have_acted=acted)
     return response
+
+
+def _request(session, method, url, error, what, creates, kwargs):
+    """The response, or requests' failure on the way as `error`."""
+    try:
+        return session.request(method, url, **kwargs)
+    except requests.RequestException as err:
+        acted = creates and is_transient(err) and reached_service(err)
+        raise error(f"{what}: {network_failure(err, kwargs.get('timeout') or session.timeout)}"
+                    + (UNANSWERED_CREATE if acted else ""), transient=is_transient(err), may_have_acted=acted) from err
+    except ValueError as err:  # urllib3 refusing a host name before any request (a label over 63 characters, …)
+        raise error(f"{what}: the address cannot be used ({_without_credentials(first_line(err))})") from err
+    except OSError as err:  # requests' own check of the CA bundle path, before any connection
+        raise error(f"{what}: the CA bundle cannot be used ({err}); check REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or "
+                    "SSL_CERT_FILE") from err
 
 
 def reached_service(err: requests.RequestException) -> bool:

@@ -77,13 +77,8 @@ class RetryPolicy:
             try:
                 return operation()
             except ServiceError as err:
-                if not err.transient or err.may_have_acted or attempt >= self.attempts:
-                    raise
-                if err.retry_after is not None and err.retry_after > self.retry_after_cap:
-                    self._pause(service, err)
-                    raise
-                delay = self.delay(attempt, err.retry_after)
-                if self.clock() - started + delay > self.budget:
+                delay = self._wait_before_trying_again(err, attempt, started, service)
+                if delay is None:
                     raise
                 logger.warning("%s failed (%s); trying again in %.1f s (attempt %d of %d)",
                                what, err, delay, attempt + 1, self.attempts)
@@ -91,6 +86,16 @@ class RetryPolicy:
                     self.retries += 1
                 self.sleep(delay)
                 attempt += 1
+
+    def _wait_before_trying_again(self, err, attempt, started, service):
+        """Seconds to wait before the failed operation is tried again, or None when it is not."""
+        if not err.transient or err.may_have_acted or attempt >= self.attempts:
+            return None
+        if err.retry_after is not None and err.retry_after > self.retry_after_cap:
+            self._pause(service, err)
+            return None
+        delay = self.delay(attempt, err.retry_after)
+        return None if self.clock() - started + delay > self.budget else delay
 
     def _pause(self, service, err):
         with self._lock:
