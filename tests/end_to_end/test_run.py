@@ -286,7 +286,7 @@ def test_verbose_shows_each_command_and_request_on_the_console_but_not_in_the_fi
     assert (f"DEBUG [verbose.example.test] Running {standins.clpctl_path} site:add:static "
             f"--domainName=verbose.example.test --siteUser={user} --siteUserPassword=***") in result.stderr
     assert "DEBUG [verbose.example.test] POST " + standins.matomo.url in result.stderr
-    assert "DEBUG Read 1 pending rows after id None" in result.stderr
+    assert "DEBUG read the pending sites: a page of 1 after id None" in result.stderr
     assert " DEBUG " not in result.log  # the file keeps INFO and up
 
 
