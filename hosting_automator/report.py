@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from hosting_automator.masking import secret_values
 
 
-class Outcome(str, enum.Enum):
-    """What happened to one row, as the report, the summary and the JSON name it. A str, so that it is written
-    and compared as its words (not enum.StrEnum, which Python 3.10 does not have)."""
+class Outcome(enum.StrEnum):
+    """What happened to one row, as the report, the summary and the JSON name it: a str, written and compared
+    as its words."""
 
     ACTIVE = "active"  # these two are also what the row's status_hosting is set to
     FAILED = "failed"
@@ -26,9 +26,6 @@ class Outcome(str, enum.Enum):
     WOULD_SET_UP = "would set up"  # the dry run's
     WOULD_FAIL = "would fail"
     WOULD_ADD_MATOMO = "would add Matomo"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 COLUMNS = ("domain", "outcome", "doc_root", "matomo_id", "error or note")
