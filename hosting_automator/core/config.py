@@ -30,6 +30,7 @@ DEFAULT_MAX_SITES_PER_RUN = 20
 # Ranges that work. A run takes 20 sites by default and every site waits on clpctl, so no more than 64 workers or
 # CloudPanel calls at once can help; a larger count only costs threads and connections (10^12 of them hung the run).
 MAX_WORKERS = 64
+MAX_CLOUDPANEL_CONCURRENCY = 64
 # No service needs 10 minutes to answer a request; a huge value (1e10) overflows the socket's own timeout.
 MAX_HTTP_TIMEOUT = 600
 MAX_SITES_PER_RUN_LIMIT = 10000
@@ -38,7 +39,6 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A server's name goes into PostgREST filters (`or=(hosting_server.eq.NAME,…)`): a comma, parenthesis, quote or
 # space would change the filter, so only these characters are taken.
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62})$")
-_SERVER_NAME_RULE = "must be letters, digits, dots and dashes (at most 63, starting with a letter or digit)"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HEADER_VALUE = re.compile(r"^[\x21-\x7e]+$")
 # The name of a .env line's variable, shown only when the line plainly starts with one; never anything after "=".
@@ -125,9 +125,19 @@ def _unlimited_key(key: SecretStr) -> SecretStr:
 def _matching(pattern: re.Pattern, rule: str):
     def check(value: str) -> str:
         if not pattern.match(value):
-            raise ValueError(f"{rule}, got {_shortened(value)}")
+            raise ValueError(f"{rule}, got {value!r}")
         return value
     return AfterValidator(check)
+
+
+def _server_name(value: str) -> str:
+    """The name given, or (when none is) the host's own, which must pass the same rule."""
+    shown = f"got {_shortened(value)}" if value else f"the host's name {socket.gethostname()!r} is not one"
+    value = value or socket.gethostname()
+    if not _SERVER_NAME.match(value):
+        raise ValueError(f"must be letters, digits, dots and dashes (at most 63, starting with a letter or digit), "
+                         f"{shown}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -207,7 +217,8 @@ _ServiceUrl = Annotated[str, AfterValidator(_url), AfterValidator(lambda url: ur
 
 class Settings(BaseModel):
     """Each setting once: its variable (the alias), its type and range, and its default when it may be left out.
-    README's table of settings and .env.example name exactly these variables."""
+    README's table of settings and .env.example name exactly these variables. The fields are in the order the
+    configuration message names their problems."""
 
     model_config = ConfigDict(frozen=True, hide_input_in_errors=True, extra="ignore")
 
@@ -220,29 +231,29 @@ class Settings(BaseModel):
     cloudpanel_api_url: Optional[_ServiceUrl] = Field(None, alias="CLOUDPANEL_API_URL")
     cloudpanel_api_token: Optional[Annotated[SecretStr, BeforeValidator(_header_value)]] = (
         Field(None, alias="CLOUDPANEL_API_TOKEN"))
-    cloudpanel_clpctl: str = Field("clpctl", alias="CLOUDPANEL_CLPCTL")
-    cloudpanel_db_path: str = Field("/home/clp/htdocs/app/data/db.sq3", alias="CLOUDPANEL_DB_PATH")
-    cloudpanel_https_address: Annotated[tuple[str, int], BeforeValidator(_host_and_port)] = (
-        Field(("127.0.0.1", 443), alias="CLOUDPANEL_HTTPS_ADDRESS"))
     sites_table: Annotated[str, _matching(_TABLE_NAME, "must be a plain table name (letters, digits, _)")] = (
         Field("sites", alias="SITES_TABLE"))
+    matomo_site_currency: Optional[Annotated[str, _matching(_CURRENCY, "must be a three-letter ISO 4217 code like "
+                                                                       "EUR")]] = (
+        Field(None, alias="MATOMO_SITE_CURRENCY"))
+    cloudpanel_https_address: Annotated[tuple[str, int], BeforeValidator(_host_and_port)] = (
+        Field(("127.0.0.1", 443), alias="CLOUDPANEL_HTTPS_ADDRESS"))
+    cloudpanel_clpctl: str = Field("clpctl", alias="CLOUDPANEL_CLPCTL")
+    cloudpanel_db_path: str = Field("/home/clp/htdocs/app/data/db.sq3", alias="CLOUDPANEL_DB_PATH")
     log_file: str = Field("hosting_automator.log", alias="LOG_FILE")
     lock_file: str = Field(default_factory=default_lock_file, alias="LOCK_FILE")
     http_timeout: Annotated[float, BeforeValidator(_seconds)] = Field(DEFAULT_HTTP_TIMEOUT, alias="HTTP_TIMEOUT")
     matomo_site_timezone: Optional[str] = Field(None, alias="MATOMO_SITE_TIMEZONE")
-    matomo_site_currency: Optional[Annotated[str, _matching(_CURRENCY, "must be a three-letter ISO 4217 code like "
-                                                                       "EUR")]] = (
-        Field(None, alias="MATOMO_SITE_CURRENCY"))
     healthcheck_url: Optional[_ServiceUrl] = Field(None, alias="HEALTHCHECK_URL")
     max_sites_per_run: _count(0, MAX_SITES_PER_RUN_LIMIT) = Field(DEFAULT_MAX_SITES_PER_RUN, alias="MAX_SITES_PER_RUN")
     # no site starts later than this into a run; the next run takes the rest
     max_run_minutes: _count(1, 24 * 60) = Field(60, alias="MAX_RUN_MINUTES")
     workers: _count(1, MAX_WORKERS) = Field(1, alias="WORKERS")
-    cloudpanel_concurrency: _count(1, 64) = Field(1, alias="CLOUDPANEL_CONCURRENCY")
+    cloudpanel_concurrency: _count(1, MAX_CLOUDPANEL_CONCURRENCY) = Field(1, alias="CLOUDPANEL_CONCURRENCY")
     # live sites given their missing Matomo site per run; 0 turns it off
     matomo_backfill_per_run: _count(0, MAX_SITES_PER_RUN_LIMIT) = Field(20, alias="MATOMO_BACKFILL_PER_RUN")
-    server_name: Annotated[str, _matching(_SERVER_NAME, _SERVER_NAME_RULE)] = (
-        Field(default_factory=lambda: socket.gethostname(), alias="SERVER_NAME"))
+    server_name: Annotated[str, AfterValidator(_server_name)] = (
+        Field("", alias="SERVER_NAME", validate_default=True))
     # empty: DNS is not asked where a site lives
     server_addresses: Annotated[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...],
                                 BeforeValidator(_addresses)] = Field((), alias="SERVER_ADDRESSES")
@@ -298,7 +309,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
         used_env_file = ".env"
     if used_env_file:
         values.update(_read_env_file(used_env_file, problems))
-    values.update({key: value for key, value in environ.items() if value.strip()})
+    values.update({key: value for key, value in environ.items() if value != ""})  # an empty one hides nothing
     values = {key: value.strip() for key, value in values.items() if value.strip()}
     # .env.example's placeholders, copied and not yet edited, are settings not made
     placeholders = [name for name, example in EXAMPLE_PLACEHOLDERS.items() if values.get(name) == example]
@@ -312,8 +323,6 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
     if bool(values.get("CLOUDPANEL_API_URL")) != bool(values.get("CLOUDPANEL_API_TOKEN")):
         problems.append("CLOUDPANEL_API_URL and CLOUDPANEL_API_TOKEN must be set together "
                         "(both to use a clpctl HTTP gateway, neither to run clpctl on this server)")
-    if "SERVER_NAME" not in values and not _SERVER_NAME.match(socket.gethostname()):
-        problems.append(f"SERVER_NAME {_SERVER_NAME_RULE}, the host's name {socket.gethostname()!r} is not one")
     if problems:
         raise ConfigurationError(problems)
     return settings
@@ -322,6 +331,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = None,
 def _problem(error, placeholders) -> str:
     """One of pydantic's errors as the configuration message says it: the variable, then what is wrong."""
     name = error["loc"][0]
+    if name in Settings.model_fields:  # a default's error is named by its field
+        name = Settings.model_fields[name].alias
     if error["type"] == "missing":
         return f"{name} is not set" + (" (it still holds .env.example's placeholder)" if name in placeholders else "")
     if error["type"] == "value_error":

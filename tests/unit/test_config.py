@@ -38,7 +38,9 @@ def test_load_settings_malformed_values_are_all_reported_together(tmp_path, monk
                    MAX_SITES_PER_RUN="-1", CLOUDPANEL_HTTPS_ADDRESS="localhost", SITES_TABLE="sites; drop",
                    MATOMO_SITE_CURRENCY="euro")
     problems = problems_of(environ)
-    assert len(problems) == 7
+    assert [problem.split()[0] for problem in problems] == [  # in the order of the settings table
+        "SUPABASE_URL", "SITES_TABLE", "MATOMO_SITE_CURRENCY", "CLOUDPANEL_HTTPS_ADDRESS", "HTTP_TIMEOUT",
+        "MAX_SITES_PER_RUN", "WORKERS"]
     assert "SUPABASE_URL must be an http:// or https:// URL, got 'project.supabase.co'" in problems
     assert "HTTP_TIMEOUT must be a positive number of seconds up to 600 (e.g. 30 or 0.5), got 'soon'" in problems
     assert "WORKERS must be a whole number from 1 to 64, got '0'" in problems
