@@ -79,6 +79,11 @@ def _check_standard_spelling(ascii_name, raw):
                                  f"{standard} (or {ascii_name})")
 
 
+def twin_of(domain: str) -> str:
+    """A name's www. twin, or a www. name's apex: one certificate and one Matomo site serve both."""
+    return domain[4:] if domain.startswith("www.") else f"www.{domain}"
+
+
 def spellings(domain: str) -> list[str]:
     """A normalised name's spellings: the ASCII one, then its Unicode one when it has one. Where a service keeps
     names as they were written (the table, Matomo), one site may stand under either."""

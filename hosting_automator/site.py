@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hosting_automator.core.logging_setup import site_context
-from hosting_automator.domains import normalise_domain
+from hosting_automator.domains import normalise_domain, twin_of
 from hosting_automator.errors import (
     CertificateError,
     CloudPanelError,
@@ -19,7 +19,6 @@ from hosting_automator.errors import (
     ServiceError,
 )
 from hosting_automator.report import Outcome, SiteOutcome
-from hosting_automator.services.matomo_client import twin_of
 
 if TYPE_CHECKING:
     from hosting_automator.services import Services
@@ -98,10 +97,10 @@ class SiteSteps:
             matomo_id, warning = self._tracking_site(domain)
             self._stop_point()
             plan = _plan(row, self.services.server_name, site, certificate_requested,
-                         self._matomo_plan(domain, matomo_id, "Matomo site {} exists"),
-                         warning) if self.dry_run else None
-            return self._record(row, domain, Outcome.ACTIVE, doc_root=site.doc_root, matomo_id=matomo_id, warning=warning,
-                                plan=plan)
+                         warning or self._matomo_plan(domain, matomo_id, "Matomo site {} exists")) \
+                if self.dry_run else None
+            return self._record(row, domain, Outcome.ACTIVE, doc_root=site.doc_root, matomo_id=matomo_id,
+                                warning=warning, plan=plan)
 
     def leave_to_owner(self, row: Row, domain: str | None, owner: object) -> SiteOutcome:
         """A second row for a site another row of this run owns: nothing is created twice, and the row says why."""
@@ -212,7 +211,7 @@ class SiteSteps:
                 _take_over(self.services, row, read_status, self.dry_run)
         except ServiceError as err:
             return _postponed(row, domain, f"could not claim the row: {err}")
-        live = next((other for other in others if other.status_hosting == Outcome.ACTIVE), None)
+        live = next((other for other in others if other.status_hosting == "active"), None)
         return None if live is None else self._fail_as_duplicate(row, domain, live.id)
 
     def _fail_as_duplicate(self, row, domain, owner):
@@ -324,7 +323,7 @@ def _same_machine(services, row_id, held):
     raise ServerNameClash(name, row_id, held, machine)
 
 
-def _plan(row, server_name, site, certificate_requested, matomo, matomo_warning):
+def _plan(row, server_name, site, certificate_requested, matomo):
     """What a dry run found at each step of a site it would set up, as the report shows it."""
     plan = ["would claim the row"] if row.hosting_server is None and server_name else []
     if not site.created:
@@ -334,7 +333,7 @@ def _plan(row, server_name, site, certificate_requested, matomo, matomo_warning)
     else:
         plan.append(f"would create CloudPanel site user {site.site_user} unless the site exists already")
     plan.append("would request a certificate" if certificate_requested else "certificate served already, no request")
-    plan.append(matomo_warning or matomo)
+    plan.append(matomo)
     return "; ".join(plan)
 
 

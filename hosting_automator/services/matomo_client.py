@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from hosting_automator.core.http import body_excerpt, send
 from hosting_automator.masking import secret_values
-from hosting_automator.domains import spellings
+from hosting_automator.domains import spellings, twin_of
 from hosting_automator.errors import MatomoError
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ _DATABASE_BUSY = re.compile(r"SQLSTATE\[(?:08\w{3}|40001)\]|SQLSTATE\[HY000\] \[
 def site_urls(domain: str) -> list[str]:
     """The main URL first, then the www./apex twin, which the certificate covers too."""
     return [f"https://{domain}", f"https://{twin_of(domain)}"]
-
-
-def twin_of(domain: str) -> str:
-    return domain[4:] if domain.startswith("www.") else f"www.{domain}"
 
 
 def _host(url: object) -> str | None:

@@ -60,11 +60,11 @@ class SupabaseClient:
     def fetch_pending_hosting_sites(self, statuses: tuple[str, ...] = ("pending",),
                                     page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield the rows ready for hosting, in id order, one page in memory at a time."""
-        def query():
-            query = self._table().select(SELECTED_COLUMNS).eq("status_dns", "active")
-            return self._this_servers(query.eq("status_hosting", statuses[0]) if len(statuses) == 1
-                                      else query.in_("status_hosting", statuses))
-        for page in self._postgrest.pages(query, "read the pending sites", page_size):
+        def new_query():
+            ready = self._table().select(SELECTED_COLUMNS).eq("status_dns", "active")
+            return self._this_servers(ready.eq("status_hosting", statuses[0]) if len(statuses) == 1
+                                      else ready.in_("status_hosting", statuses))
+        for page in self._postgrest.pages(new_query, "read the pending sites", page_size):
             self._refuse_another_machine(page)
             yield from page
 
@@ -98,15 +98,15 @@ class SupabaseClient:
         values = {"status_hosting": status, "doc_root": doc_root, "matomo_id": matomo_id,
                   "error_message": error_message}
         return self._postgrest.update_where(site_id, values, self._as_read(read_status),
-                                        f"record the outcome of site {site_id}", dry_run)
+                                            f"record the outcome of site {site_id}", dry_run)
 
     def claim(self, site_id: int | str, read_status: str = "pending", *, dry_run: bool = False,
               **still: object) -> bool:
         """Assign an unassigned row to this server while it is `read_status` (and its columns as `still` says);
         False when another server's claim came first."""
         claimed = self._postgrest.update_where(site_id, {"hosting_server": self.server_name, **self._machine()},
-                                           {"status_hosting": read_status, "hosting_server": None, **still},
-                                           f"claim site {site_id} for {self.server_name}", dry_run)
+                                               {"status_hosting": read_status, "hosting_server": None, **still},
+                                               f"claim site {site_id} for {self.server_name}", dry_run)
         if claimed and not dry_run:
             logger.info("Claimed for %s", self.server_name)
         return claimed
@@ -125,10 +125,10 @@ class SupabaseClient:
     def fetch_active_without_matomo(self, page_size: int = PAGE_SIZE) -> Iterator[dict]:
         """Yield this server's live rows (and unassigned ones, built before servers were named) that have no
         matomo_id, oldest first, one page in memory at a time."""
-        def query():
+        def new_query():
             return self._this_servers(self._table().select(SELECTED_COLUMNS).eq("status_hosting", "active")
                                       .is_("matomo_id", "null"))
-        for page in self._postgrest.pages(query, "read the live sites without Matomo", page_size):
+        for page in self._postgrest.pages(new_query, "read the live sites without Matomo", page_size):
             self._refuse_another_machine(page)
             yield from page
 
@@ -137,20 +137,20 @@ class SupabaseClient:
         the row changes. False when the row changed meanwhile."""
         conditions = {**self._as_read("active"), "matomo_id": None}
         return self._postgrest.update_where(site_id, {"matomo_id": matomo_id}, conditions,
-                                        f"record the Matomo site of site {site_id}", dry_run)
+                                            f"record the Matomo site of site {site_id}", dry_run)
 
     def note(self, site_id: int | str, error_message: str, read_status: str = "pending",
              dry_run: bool = False) -> bool:
         """Say in the row why it waits (its status unchanged); False when the row changed meanwhile."""
-        return self._postgrest.update_where(site_id, {"error_message": error_message}, self._as_read(read_status),
-                                        f"note why site {site_id} waits", dry_run)
+        return self._postgrest.update_where(site_id, {"error_message": error_message},
+                                            self._as_read(read_status), f"note why site {site_id} waits", dry_run)
 
     def take_over(self, site_id: int | str, read_status: str = "pending", dry_run: bool = False) -> bool:
         """Record this machine on a row assigned to this server's name with no machine yet (assigned by hand, or
         claimed before machines were recorded); False when another machine, or anything else, changed it first."""
-        return self._postgrest.update_where(site_id, self._machine(), {**self._as_read(read_status),
-                                                                   "hosting_machine": None},
-                                        f"record this machine on site {site_id}", dry_run)
+        return self._postgrest.update_where(site_id, self._machine(),
+                                            {**self._as_read(read_status), "hosting_machine": None},
+                                            f"record this machine on site {site_id}", dry_run)
 
     def other_machine(self) -> tuple[int | str, str] | None:
         """A row assigned to this server's name that another machine claimed (its id and that machine), or None."""
@@ -184,10 +184,10 @@ class SupabaseClient:
 
     def pending_by_server(self, page_size: int = PAGE_SIZE) -> collections.Counter:
         """How many pending rows each server is assigned (None: unassigned), all servers' rows included."""
-        def query():
+        def new_query():
             return self._table().select("id,hosting_server").eq("status_dns", "active").eq("status_hosting", "pending")
         counts = collections.Counter()
-        for page in self._postgrest.pages(query, "count the pending rows", page_size):
+        for page in self._postgrest.pages(new_query, "count the pending rows", page_size):
             counts.update(row.get("hosting_server") for row in page)
         return counts
 

@@ -332,6 +332,17 @@ def test_dry_run_plans_one_matomo_site_for_a_name_and_its_www_twin_as_a_run_make
     assert services.matomo.sites == {}
 
 
+def test_dry_run_of_a_twin_whose_matomo_step_failed_plans_no_site_for_the_other_twin(retry):
+    """A run whose first twin fails in Matomo makes no site for it: the second twin's run creates one."""
+    services = MemoryServices([row(1, "twin.example"), row(2, "www.twin.example")], retry)
+    services.matomo.fail["twin.example"] = "HTTP 500"
+
+    _, outcomes = run(services, dry_run=True)
+
+    assert [outcome.warning.split("; ")[-1] for outcome in outcomes] == ["Matomo: HTTP 500",
+                                                                         "would create a Matomo site"]
+
+
 def test_stop_requested_mid_site_abandons_it_without_writing(retry):
     services = MemoryServices([row(1, "a.example"), row(2, "b.example")], retry)
     stop = threading.Event()
