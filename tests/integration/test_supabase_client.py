@@ -540,3 +540,17 @@ def test_a_redirect_stops_the_run_naming_supabase_url_and_is_not_followed(httpse
     assert str(caught.value) == (f"read the pending sites: Supabase answered HTTP {status}, a redirect to "
                                  "https://moved.example/rest/v1/sites: set SUPABASE_URL to the address it points to")
     assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize("read", ["fetch_active_without_matomo", "pending_by_server"])
+def test_a_page_asked_again_after_a_503_is_the_same_request_not_one_that_grew(httpserver, make_client, sleeps, read):
+    """postgrest-py's query builders change themselves: a page tried again is built anew, or its second request
+    would carry order and limit twice."""
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_response(
+        error_of(503, "PGRST001", "Database client error. Retrying the connection."))
+    httpserver.expect_ordered_request(TABLE_PATH).respond_with_handler(Table([1, 2]))
+
+    list(getattr(make_client(), read)())
+
+    first, second = (request.query_string.decode() for request, _ in httpserver.log)
+    assert second == first and first.count("order=") == 1 and first.count("limit=") == 1
