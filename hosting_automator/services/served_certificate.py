@@ -40,8 +40,9 @@ def served_certificate(domain: str, host: str, port: int, timeout: float, now: f
 
     try:
         certificate = within(timeout, handshake)  # a handshake that drips meets no per-read timeout
-    except DeadlineExceeded as err:
-        return ServedCertificate(False, f"no certificate could be read from {host}:{port} ({err})")
+    except (DeadlineExceeded, TimeoutError):  # the whole look took too long, or one read of it did: one message
+        return ServedCertificate(False, f"no certificate could be read from {host}:{port} (no answer within "
+                                        f"{timeout:g} s (timeout))")
     except ssl.SSLCertVerificationError as err:
         return ServedCertificate(False, f"the certificate served does not verify ({err.verify_message})",
                                  untrusted=err.verify_code != HOSTNAME_MISMATCH)

@@ -1,6 +1,7 @@
 """Every client against a service that drips its answer or answers a huge body, over a real socket: each request
 ends within its deadline, whatever arrives, and memory stays flat (the answer is refused before it is all read)."""
 
+import importlib
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from hosting_automator.errors import CloudPanelError, MatomoError, SupabaseError
 from hosting_automator.services import healthcheck
 from hosting_automator.services.cloudpanel_client import GatewayClient
 from hosting_automator.services.matomo_client import MatomoClient
-from hosting_automator.services.served_certificate import served_certificate
+from hosting_automator.services.served_certificate import ServedCertificate, served_certificate
 from hosting_automator.services.supabase_client import SupabaseClient
 from tests.standins.gateway import FakeGateway
 from tests.standins.matomo import FakeMatomo
@@ -138,3 +139,20 @@ def test_a_tls_endpoint_that_drips_its_handshake_ends_the_certificate_look_withi
 
     assert took < 2 * TIMEOUT
     assert not served.valid and served.reason.endswith(f"(no answer within {TIMEOUT:g} s (timeout))")
+
+
+
+def test_a_tls_endpoint_that_goes_silent_is_the_same_timeout_whichever_limit_ends_it(monkeypatch):
+    """A silent endpoint meets the socket's own timeout (ssl's "handshake operation timed out") and the whole
+    look's deadline at about the same moment: the reason is the same whichever comes first."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    module = importlib.import_module("hosting_automator.services.served_certificate")
+    monkeypatch.setattr(module, "within", lambda seconds, call: call())  # the socket's own timeout alone
+    try:
+        served = served_certificate("example.test", "127.0.0.1", port, TIMEOUT)
+    finally:
+        listener.close()
+
+    assert served == ServedCertificate(False, f"no certificate could be read from 127.0.0.1:{port} (no answer "
+                                              f"within {TIMEOUT:g} s (timeout))")
