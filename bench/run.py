@@ -27,15 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for tests.standins
 
-RESULTS_DIR = REPO / "bench" / "results"
+from hosting_automator.core.config import SETTING_NAMES  # noqa: E402
 
-# Every setting of the job: none of them may leak in from the caller's environment.
-JOB_SETTINGS = (
-    "SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN", "CLOUDPANEL_API_URL",
-    "CLOUDPANEL_API_TOKEN", "CLOUDPANEL_CLPCTL", "CLOUDPANEL_DB_PATH", "SITES_TABLE", "LOG_FILE", "LOCK_FILE",
-    "HTTP_TIMEOUT", "MATOMO_SITE_TIMEZONE", "MATOMO_SITE_CURRENCY", "HEALTHCHECK_URL", "CLOUDPANEL_HTTPS_ADDRESS",
-    "MAX_SITES_PER_RUN", "WORKERS", "CLOUDPANEL_CONCURRENCY", "SSL_CERT_FILE",
-)
+RESULTS_DIR = REPO / "bench" / "results"
 
 # Goals, all relative to figures measured in the same run.
 GOAL_WALL_RATIO = 1.3          # wall(job) / wall(reference) at 1,000 sites, zero latency, one worker
@@ -183,7 +177,7 @@ def _kill_group(pid, sig=signal.SIGKILL):
 
 
 def client_environment(standins, concurrency, who):
-    env = {k: v for k, v in os.environ.items() if k not in JOB_SETTINGS}
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}  # none may leak in from the caller
     env.update(standins.env)
     env["MAX_SITES_PER_RUN"] = "0"  # no cap
     if concurrency:

@@ -79,9 +79,14 @@ def _check_standard_spelling(ascii_name, raw):
                                  f"{standard} (or {ascii_name})")
 
 
+def apex_of(domain: str) -> str:
+    """The name a www. name is the twin of; any other name is its own."""
+    return domain[4:] if domain.startswith("www.") else domain
+
+
 def twin_of(domain: str) -> str:
     """A name's www. twin, or a www. name's apex: one certificate and one Matomo site serve both."""
-    return domain[4:] if domain.startswith("www.") else f"www.{domain}"
+    return apex_of(domain) if domain.startswith("www.") else f"www.{domain}"
 
 
 def spellings(domain: str) -> list[str]:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hosting_automator.domains import normalised_or_none
+from hosting_automator.domains import apex_of, normalised_or_none
 from hosting_automator.errors import (MatomoError, RunInterrupted, ServerNameClash, SetupError, SupabaseError,
                                       SupabaseSetupError)
 from hosting_automator.report import Outcome, RunOutcomes, SiteOutcome
@@ -164,9 +164,8 @@ class Run:
         other, so the second finds what the first made instead of making it again."""
         if domain is None:
             return contextlib.nullcontext()
-        key = domain[4:] if domain.startswith("www.") else domain
         with self._pair_locks_guard:
-            return self._pair_locks.setdefault(key, threading.Lock())
+            return self._pair_locks.setdefault(apex_of(domain), threading.Lock())
 
     def _process_row_in_turn(self, row):
         try:

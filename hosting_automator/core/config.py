@@ -77,8 +77,15 @@ def _shortened(value, limit=40):
     return shown if len(shown) <= limit else f"{shown[:limit - 2]}…' ({len(value)} characters)"
 
 
-# Each check below gets a setting's text, stripped and never empty (an empty setting is a setting not made), and
-# raises ValueError with what follows the setting's name in the message. None quotes a key or a token.
+# Each check below gets a setting's text, stripped and never empty (an empty setting is a setting not made; only
+# SERVER_NAME's check also gets "", for its default), and raises ValueError with what follows the setting's name in
+# the message. None quotes a key or a token.
+
+
+def _usable_host(host: str, shown: str) -> None:
+    problem = service_host_problem(host)
+    if problem:
+        raise ValueError(f"has a host name that cannot be used ({problem}), got {shown!r}")
 
 def _url(value: str) -> str:
     shown = without_credentials(value)
@@ -88,9 +95,7 @@ def _url(value: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL, got {shown!r}")
-    problem = service_host_problem(parts.hostname)
-    if problem:
-        raise ValueError(f"has a host name that cannot be used ({problem}), got {shown!r}")
+    _usable_host(parts.hostname, shown)
     try:
         port = parts.port
     except ValueError:
@@ -166,9 +171,7 @@ def _host_and_port(text: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not host or whole_number(port, 1, 65535) is None:
         raise ValueError(f"must be host:port, like 127.0.0.1:443, got {text!r}")
-    problem = service_host_problem(host)
-    if problem:
-        raise ValueError(f"has a host name that cannot be used ({problem}), got {text!r}")
+    _usable_host(host, text)
     return host, int(port)
 
 
@@ -283,6 +286,7 @@ class Settings(BaseModel):
         return self.cloudpanel_api_url is not None
 
 
+SETTING_NAMES = tuple(field.alias for field in Settings.model_fields.values())
 REQUIRED_SETTINGS = tuple(field.alias for field in Settings.model_fields.values() if field.is_required())
 EXAMPLE_PLACEHOLDERS = {"SUPABASE_URL": "https://your-project.supabase.co",
                         "MATOMO_API_URL": "https://matomo.example.com"}

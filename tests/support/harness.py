@@ -12,17 +12,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hosting_automator.core.config import SETTING_NAMES
 from tests.support import retries
 
 REPO = Path(__file__).resolve().parents[2]  # tests/support/harness.py -> the checkout
 # The checkout whose job the tests run: this one, unless HOSTING_AUTOMATOR_JOB_PATH names another (a `git worktree`
 # of an older commit, to see which tests fail there); the tests and stand-ins always come from this checkout.
 JOB_PATH = os.environ.get("HOSTING_AUTOMATOR_JOB_PATH") or str(REPO)
-SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_KEY", "MATOMO_API_URL", "MATOMO_API_TOKEN", "CLOUDPANEL_API_URL",
-            "CLOUDPANEL_API_TOKEN", "CLOUDPANEL_CLPCTL", "CLOUDPANEL_DB_PATH", "SITES_TABLE", "LOG_FILE",
-            "LOCK_FILE", "HTTP_TIMEOUT", "MATOMO_SITE_TIMEZONE", "MATOMO_SITE_CURRENCY", "HEALTHCHECK_URL",
-            "CLOUDPANEL_HTTPS_ADDRESS", "MAX_SITES_PER_RUN", "WORKERS", "CLOUDPANEL_CONCURRENCY",
-            "MATOMO_BACKFILL_PER_RUN", "SERVER_NAME", "SERVER_ADDRESSES", "DNS_RESOLVERS")
+SETTINGS = SETTING_NAMES  # none of them may leak in from the environment the tests run in
 SECRET_SETTINGS = ("SUPABASE_SERVICE_KEY", "MATOMO_API_TOKEN", "CLOUDPANEL_API_TOKEN")
 PIECE = 8  # characters in a row of a secret that count as the secret
 

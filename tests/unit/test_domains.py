@@ -2,7 +2,7 @@
 
 import pytest
 
-from hosting_automator.domains import normalise_domain
+from hosting_automator.domains import apex_of, normalise_domain, twin_of
 from hosting_automator.errors import InvalidDomainError
 
 VALID = [
@@ -92,3 +92,12 @@ def test_a_name_not_in_its_standard_spelling_is_refused_naming_that_spelling(wri
                                                  ("straße.example", "xn--strae-oqa.example")])
 def test_a_unicode_name_in_its_standard_spelling_any_case_is_taken(written, normalised):
     assert normalise_domain(written) == normalised
+
+
+@pytest.mark.parametrize("domain, apex, twin", [("example.com", "example.com", "www.example.com"),
+                                                ("www.example.com", "example.com", "example.com"),
+                                                ("www2.example.com", "www2.example.com", "www.www2.example.com"),
+                                                ("wwwexample.com", "wwwexample.com", "www.wwwexample.com")])
+def test_a_name_and_its_www_twin_share_one_apex(domain, apex, twin):
+    assert (apex_of(domain), twin_of(domain)) == (apex, twin)
+    assert apex_of(twin) == apex
