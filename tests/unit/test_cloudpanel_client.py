@@ -1,8 +1,8 @@
 """The CloudPanel client without a process or a socket: the derived site user and document root, the generated
 passwords, and the clpctl HTTP gateway transport against recorded answers given by `responses` in front of the
 real requests session (core.http.Session), each operation tried again as a whole, looking first (the site before
-adding it, the served certificate before ordering one). The local clpctl transport and the gateway over a real
-socket: tests/integration/test_cloudpanel_client.py."""
+adding it, the served certificate before ordering one). Both transports over a real process and socket:
+tests/integration/test_cloudpanel_transports.py."""
 
 import hashlib
 import json
