@@ -8,13 +8,16 @@ bench/README.md.
 Per run: one supabase-py client, one requests.Session, the system trust store once (only when a probe is made);
 the pending rows read in keyset pages of 1,000 (id > last id, in id order). Per site, as the job does it:
 
-1. CloudPanel: in clpctl mode, look the domain up in CloudPanel's SQLite database (read-only, when the file exists)
-   then run `clpctl site:add:static`; with a gateway, POST /api/site/add/static;
-2. the served certificate probed over TLS only when the site existed already (a site just created cannot serve
+1. the row: look for other rows of its domain, then claim it (hosting_server, and hosting_machine as the job
+   names this machine) while it is unassigned and still as read;
+2. CloudPanel: look the site up (the gateway's GET /lists/api/sites, or CloudPanel's SQLite database read-only,
+   when the file exists), add it (POST /api/site/add/static or `clpctl site:add:static`), and look it up again
+   to see it made;
+3. the served certificate probed over TLS only when the site existed already (a site just created cannot serve
    one; the job skips the probe then too), then `clpctl lets-encrypt:install:certificate` or
-   POST /api/letsencrypt/install-certificate;
-3. Matomo: SitesManager.getSitesIdFromSiteUrl, then SitesManager.addSite when none was found;
-4. the row: PATCH with status_hosting = the status it was read with as a condition.
+   POST /api/letsencrypt/install-certificate, and a probe after it, as the job makes to say whether it is served;
+4. Matomo: SitesManager.getSitesIdFromSiteUrl, then SitesManager.addSite when none was found;
+5. the row: PATCH with status_hosting = the status it was read with as a condition.
 
 No retries, no logging, no report: a failed site is counted, named on stderr, and the exit code is 1. Prints one
 JSON line on stdout: {"active": n, "failed": n, "first_errors": [...]}.
@@ -22,6 +25,7 @@ JSON line on stdout: {"active": n, "failed": n, "first_errors": [...]}.
 
 import argparse
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -34,6 +38,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -42,12 +47,12 @@ from supabase import create_client
 from supabase.lib.client_options import SyncClientOptions
 
 PAGE_SIZE = 1000
+COLUMNS = "id,domain,status_hosting,hosting_server,hosting_machine,error_message"
 CERTIFICATE_TIMEOUT = 600  # the job's: the gateway runs clpctl's certificate request while the caller waits
 SITE_COMMAND_TIMEOUT = 180
 MIN_DAYS_LEFT = 14
 SITE_ADDED = "has been added"
 CERTIFICATE_INSTALLED = "Certificate installation was successful"
-DOMAIN_EXISTS = "domainName: This value already exists"
 
 
 class SiteFailed(Exception):
@@ -62,11 +67,24 @@ def site_user_for(domain):
     return f"{readable}-{hashlib.sha256(domain.encode('utf-8')).hexdigest()[:12]}"
 
 
+def machine_identity():
+    """The job's name for this machine in the table: an HMAC of its machine-id, or None."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(path).read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            continue
+        if machine_id:
+            return hmac.new(machine_id.encode(), b"hosting-automator", "sha256").hexdigest()[:16]
+    return None
+
+
 class Reference:
     def __init__(self, env, workers):
         self.timeout = float(env.get("HTTP_TIMEOUT") or 30)
         self.table_name = env.get("SITES_TABLE") or "sites"
         self.server_name = env.get("SERVER_NAME") or socket.gethostname()
+        self.machine = machine_identity()
         self.supabase = create_client(
             env["SUPABASE_URL"], env["SUPABASE_SERVICE_KEY"],
             options=SyncClientOptions(httpx_client=httpx.Client(http2=False, timeout=httpx.Timeout(self.timeout)),
@@ -96,7 +114,7 @@ class Reference:
     def pending_rows(self):
         last_id = None
         while True:
-            query = (self.supabase.table(self.table_name).select("id,domain,status_hosting,hosting_server,error_message")
+            query = (self.supabase.table(self.table_name).select(COLUMNS)
                      .eq("status_dns", "active").eq("status_hosting", "pending")
                      .or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null"))
             if last_id is not None:
@@ -108,21 +126,22 @@ class Reference:
             last_id = page[-1]["id"]
 
     def live_rows_without_matomo(self):
-        return (self.supabase.table(self.table_name).select("id,domain,status_hosting,hosting_server,error_message")
+        return (self.supabase.table(self.table_name).select(COLUMNS)
                 .eq("status_hosting", "active").is_("matomo_id", "null")
                 .or_(f"hosting_server.eq.{self.server_name},hosting_server.is.null")
                 .order("id").limit(PAGE_SIZE).execute().data)
 
     def claim(self, row):
         domain = row["domain"]
-        others = (self.supabase.table(self.table_name).select("id,hosting_server,status_hosting")
+        others = (self.supabase.table(self.table_name).select("id,domain,hosting_server,status_hosting")
                   .or_(f"domain.ilike.{domain},domain.ilike.{domain}.").in_("status_hosting", ["pending", "active"])
-                  .neq("id", row["id"]).order("id").limit(5).execute())
+                  .neq("id", row["id"]).order("id").limit(20).execute())
         if others.data:
             raise SiteFailed(f"row {row['id']}: another row holds the site")
         if row.get("hosting_server") is not None:
             return
-        answer = (self.supabase.table(self.table_name).update({"hosting_server": self.server_name}).eq("id", row["id"])
+        claim = {"hosting_server": self.server_name, **({"hosting_machine": self.machine} if self.machine else {})}
+        answer = (self.supabase.table(self.table_name).update(claim).eq("id", row["id"])
                   .eq("status_hosting", row["status_hosting"]).is_("hosting_server", "null").execute())
         if not answer.data:
             raise SiteFailed(f"row {row['id']}: claimed by another server")
@@ -136,24 +155,25 @@ class Reference:
     # -- CloudPanel --------------------------------------------------------------------------------------------------
 
     def create_static_site(self, domain):
-        """(document root, created by this call)."""
+        """(document root, created by this call): looked up before the add, and after it to see it made."""
         site_user = site_user_for(domain)
         password = secrets.token_hex(16)
         with self.cloudpanel_slots:
+            existing = self._existing_site_user(domain)
+            if existing:
+                return f"/home/{existing}/htdocs/{domain}", False
             if self.gateway:
                 answer = self._gateway("/api/site/add/static", {"domainName": domain, "siteUser": site_user,
                                                                  "siteUserPassword": password}, self.timeout)
                 if answer is not True:
-                    if DOMAIN_EXISTS in answer:
-                        return f"/home/{site_user}/htdocs/{domain}", False
                     raise SiteFailed(f"gateway: add the static site: {answer[:200]}")
-                return f"/home/{site_user}/htdocs/{domain}", True
-            existing = self._existing_site_user(domain)
-            if existing:
-                return f"/home/{existing}/htdocs/{domain}", False
-            self._clpctl(["site:add:static", f"--domainName={domain}", f"--siteUser={site_user}",
-                          f"--siteUserPassword={password}"], SITE_COMMAND_TIMEOUT, SITE_ADDED)
-            return f"/home/{site_user}/htdocs/{domain}", True
+            else:
+                self._clpctl(["site:add:static", f"--domainName={domain}", f"--siteUser={site_user}",
+                              f"--siteUserPassword={password}"], SITE_COMMAND_TIMEOUT, SITE_ADDED)
+            made = self._existing_site_user(domain)
+            if made != site_user:
+                raise SiteFailed(f"the site of {domain} is not found after it was added")
+            return f"/home/{made}/htdocs/{domain}", True
 
     def install_certificate(self, domain):
         with self.cloudpanel_slots:
@@ -179,6 +199,11 @@ class Reference:
         return f"HTTP {response.status_code}: {json.dumps(body)}"
 
     def _existing_site_user(self, domain):
+        """The site user of `domain`'s site: in the gateway's site listing, or in CloudPanel's database."""
+        if self.gateway:
+            response = self.session.get(self.gateway + "/lists/api/sites", headers=self.gateway_headers,
+                                        timeout=self.timeout)
+            return next((site["user"] for site in response.json() if site.get("domain") == domain), None)
         if not self.clpctl_db or not os.path.exists(self.clpctl_db):
             return None
         connection = sqlite3.connect(f"file:{quote(self.clpctl_db)}?mode=ro", uri=True, timeout=10)
@@ -237,6 +262,7 @@ class Reference:
         doc_root, created = self.create_static_site(domain)
         if created or not self.certificate_served(domain):
             self.install_certificate(domain)
+            self.certificate_served(domain)  # the job looks again, to say whether it is served yet
         matomo_id = self.tracking_site(domain)
         self.record(row, {"status_hosting": "active", "doc_root": doc_root, "matomo_id": matomo_id,
                           "error_message": None})

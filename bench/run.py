@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import json
 import os
 import shutil
@@ -21,13 +20,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import parse_qs
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # for tests.standins
+    sys.path.insert(0, str(REPO))  # for the stand-ins and the tests' harness
 
-from hosting_automator.core.config import SETTING_NAMES  # noqa: E402
+from tests.standins import clpctl_state, start_all  # noqa: E402
+from tests.support.harness import job_environment, places_with_secrets, watched  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -39,7 +38,6 @@ GOAL_MEMORY_RATIO = 1.15       # peak RSS at 10x the sites / peak RSS at 1x, per
 GOAL_SPEEDUP = 6.0             # wall(--workers 1) / wall(--workers 8 + CLOUDPANEL_CONCURRENCY=8) at 100 ms a call
 IMPORT_CHECK = "import supabase, requests"
 
-RECORD_REQUESTS_UP_TO = 100  # above this many sites the stand-ins keep no request log (memory, time)
 CLIENTS = ("job", "reference")
 
 
@@ -177,13 +175,11 @@ def _kill_group(pid, sig=signal.SIGKILL):
 
 
 def client_environment(standins, concurrency, who):
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}  # none may leak in from the caller
-    env.update(standins.env)
-    env["MAX_SITES_PER_RUN"] = "0"  # no cap
-    if concurrency:
-        env["CLOUDPANEL_CONCURRENCY"] = str(concurrency)
-    # the reference as a module of bench/ (its bytecode cached, as the job's is), nothing of the repository beside it
-    env["PYTHONPATH"] = str(REPO / "bench") if who == "reference" else str(REPO)
+    """The environment the tests run the job in (the caller's without any setting of the job, then the stand-ins'
+    settings, no cap on the sites), the same for the reference."""
+    env = job_environment(standins, {"CLOUDPANEL_CONCURRENCY": concurrency})
+    if who == "reference":  # a module of bench/ (its bytecode cached, as the job's is), nothing of the repository
+        env["PYTHONPATH"] = str(REPO / "bench")
     for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the shell must not sit between a client and 127.0.0.1
         env[name] = ",".join(filter(None, [env.get(name), "127.0.0.1", "localhost"]))
     env.pop("PYTHONPROFILEIMPORTTIME", None)
@@ -202,36 +198,24 @@ def client_argv(who, workers):
 # -- one run of one client in one scenario -----------------------------------------------------------------------------
 
 def run_client(scenario, who, launcher, repetition, keep=False):
-    from tests.standins import start_all
-
     directory = tempfile.mkdtemp(prefix=f"bench-{scenario.name}-{who}-")
     t0 = time.perf_counter()
     standins = start_all(directory, sites=scenario.sites, latency=scenario.latency,
                          gateway=scenario.transport == "gateway")
     setup_seconds = time.perf_counter() - t0
     servers = standins.servers
-    recording = scenario.sites <= RECORD_REQUESTS_UP_TO
-    for server in servers:
-        server.record_requests = recording
-
-    # A fault hook on every stand-in that only numbers the requests (to put the logs of all stand-ins in one
-    # order) and notes when the first one reached Supabase.
     first = {}
     latency = standins.postgrest.latency
-    numbers = itertools.count()
-
-    def numbering(request):
-        request["number"] = next(numbers)
-        return None
 
     def first_supabase_request(request):
+        """Notes when the first request reached Supabase (a fault hook that never gives a fault)."""
         if "t" not in first:
             first["t"] = time.time() - latency  # the stand-in sleeps its latency before calling the hook
-        request["number"] = next(numbers)
         return None
 
     for server in servers:
-        server.fault = first_supabase_request if server is standins.postgrest else numbering
+        server.record_requests = False  # thousands of sites: the counts are enough
+    standins.postgrest.fault = first_supabase_request
 
     env = client_environment(standins, scenario.concurrency, who)
     import_s = None
@@ -250,8 +234,12 @@ def run_client(scenario, who, launcher, repetition, keep=False):
     busy_after, steal_after = _machine_cpu_seconds()
     injected = sum(s.injected_latency_seconds for s in servers)
     requests = {s.name: s.request_count for s in servers}
+    requests["clpctl commands"] = len(clpctl_state.calls(standins.db_path))
     rows = standins.postgrest.rows()
-    sequences = request_sequences(servers, rows, standins.db_path) if recording else None
+    # the job is held to the tests' secret scan (its output, log file and rows); the reference is not
+    leaks = places_with_secrets([(name, Path(path).read_text(errors="replace"))
+                                 for name, path in (("stdout", stdout), ("stderr", stderr))]) if who == "job" else []
+    watched.forget()
     standins.stop()
 
     wall = ended["t_end"] - ended["t_start"]
@@ -281,7 +269,6 @@ def run_client(scenario, who, launcher, repetition, keep=False):
         "standins_cpu_s": standins_cpu,
         "requests": requests,
         "standins_setup_s": setup_seconds,
-        "_sequences": sequences,
     }
     # CPU that other processes on the machine took meanwhile, and CPU the hypervisor gave to other guests of the
     # host (steal), as shares of all cores: figures are only comparable between runs when both stay near 0
@@ -294,6 +281,7 @@ def run_client(scenario, who, launcher, repetition, keep=False):
     result["cpu_ms_per_site"] = result["cpu_s"] / scenario.sites * 1000
     result["standins_cpu_ms_per_site"] = standins_cpu / scenario.sites * 1000
     result["failures"] = _check(scenario, who, rows, ended["exit_code"], stdout, stderr)
+    result["failures"] += [f"a secret is shown in {where}" for where in leaks]
     if ended["timed_out"]:
         result["failures"].insert(0, f"killed after {timeout:.0f} s")
     if result["failures"] or keep:
@@ -362,95 +350,16 @@ def _check(scenario, who, rows, exit_code, stdout, stderr):
     return failures
 
 
-# -- the requests each client made, per site ---------------------------------------------------------------------
-
-def request_sequences(servers, rows, clpctl_db):
-    """{"run": [...], "sites": {domain: [...]}, "clpctl": {domain: [...]}}: every request the HTTP and TLS stand-ins
-    logged, in the order they were served, and every CloudPanel command the fake clpctl (or the gateway, which runs
-    the same code) recorded, as signatures that leave out what legitimately differs between two clients (headers
-    such as User-Agent, the generated password, the order of form and JSON keys)."""
-    from tests.standins.clpctl_state import calls
-
-    domains = {str(r["id"]): r["domain"] for r in rows}
-    logged = []
-    for server in servers:
-        with server.lock:
-            logged += [(request.get("number", -1), server.name, request) for request in server.requests_log]
-    logged.sort(key=lambda entry: entry[0])
-    run_level, per_site = [], {}
-    for _, name, request in logged:
-        domain, signature = _signature(name, request, domains)
-        (per_site.setdefault(domain, []) if domain else run_level).append(signature)
-    commands = {}
-    for call in calls(clpctl_db):
-        argv = call["argv"]
-        options = sorted(a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--"))
-        domain = next((a.split("=", 1)[1] for a in argv if a.startswith("--domainName=")), None)
-        commands.setdefault(domain, []).append(f"clpctl {argv[0] if argv else ''} {options}")
-    return {"run": run_level, "sites": per_site, "clpctl": commands}
-
-
-def _signature(name, request, domains):
-    """(the site's domain or None for a run-level request, a short text naming the request)."""
-    method, query, body = request["method"], request["query"], request["body"]
-    if name == "tls":
-        return request["path"] or None, "TLS handshake (served certificate)"
-    if name == "postgrest":
-        parts = []
-        domain = None
-        for key in sorted(query):
-            for value in query[key]:
-                if key == "id":
-                    operator, _, operand = value.partition(".")
-                    if operator == "eq":
-                        domain = domains.get(operand)
-                    value = operator
-                parts.append(f"{key}={value}")
-        try:
-            keys = sorted(json.loads(body)) if body else []
-        except (ValueError, TypeError):
-            keys = ["<not JSON>"]
-        prefer = request["headers"].get("prefer")
-        return domain, (f"supabase {method} {request['path']}?{'&'.join(parts)}" + (f" body={keys}" if keys else "")
-                        + (f" Prefer: {prefer}" if prefer else ""))
-    if name == "matomo":
-        form = parse_qs(body or "", keep_blank_values=True)
-        url = (form.get("url") or [""])[0]
-        domain = (form.get("siteName") or [None])[0] or (url.split("://", 1)[-1] if url else None)
-        query_text = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()))
-        return domain, f"matomo {method} {request['path']}?{query_text} form={sorted(form)}"
-    if name == "gateway":
-        try:
-            payload = json.loads(body) if body else {}
-        except (ValueError, TypeError):
-            payload = {}
-        domain = payload.get("domainName") if isinstance(payload, dict) else None
-        keys = sorted(payload) if isinstance(payload, dict) else "?"
-        return domain, f"gateway {method} {request['path']} body={keys}"
-    return None, f"{name} {method} {request['path']}"
-
-
-def compare_sequences(job, reference):
-    """None when the job and the reference made the same requests, else a few lines saying where they differ."""
-    if job is None or reference is None:
-        return None
+def request_count_warnings(results):
+    """A line for each pair of runs whose clients asked the stand-ins for different amounts of work: their ratio
+    would compare clients that do different things."""
     lines = []
-    if job["run"] != reference["run"]:
-        lines.append(f"requests outside any site: job {job['run']}")
-        lines.append(f"                      reference {reference['run']}")
-    for kind, what in (("sites", "HTTP/TLS requests"), ("clpctl", "CloudPanel commands")):
-        names = set(job[kind]) | set(reference[kind])
-        differing = [d for d in sorted(names, key=str) if job[kind].get(d) != reference[kind].get(d)]
-        if not differing:
-            continue
-        d = differing[0]
-        mine, theirs = job[kind].get(d) or [], reference[kind].get(d) or []
-        at = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
-        lines.append(f"{what}: {len(differing)} of {len(names)} sites differ; e.g. {d}: the job made {len(mine)}, "
-                     f"the reference {len(theirs)}, first difference at #{at + 1}:")
-        lines.append(f"    job:       {mine[at] if at < len(mine) else '(nothing more)'}")
-        lines.append(f"    reference: {theirs[at] if at < len(theirs) else '(nothing more)'}")
-    return lines or None
+    for (name, repetition), pair in pairs(results).items():
+        job, reference = pair.get("job"), pair.get("reference")
+        if job and reference and job["requests"] != reference["requests"]:
+            lines.append(f"WARNING: {name} run {repetition + 1}: the job's requests {job['requests']} differ from "
+                         f"the reference's {reference['requests']}")
+    return lines
 
 
 # -- report ------------------------------------------------------------------------------------------------------
@@ -613,19 +522,6 @@ def goal_checks(results):
     return checks
 
 
-def sequence_warnings(results):
-    lines = []
-    for (name, repetition), pair in pairs(results).items():
-        job, reference = pair.get("job"), pair.get("reference")
-        if not job or not reference:
-            continue
-        difference = compare_sequences(job.get("_sequences"), reference.get("_sequences"))
-        if difference:
-            lines.append(f"WARNING: {name} run {repetition + 1}: the job's requests differ from the reference's:")
-            lines += [f"  {line}" for line in difference]
-    return lines
-
-
 def main(argv=None):
     all_names = [s.name for s in scenarios(False)]
     parser = argparse.ArgumentParser(prog="bench/run.py", description=" ".join(__doc__.split("\n\n")[0].split()))
@@ -683,7 +579,7 @@ def main(argv=None):
     if noisy:
         print(f"WARNING: other processes or other guests of the host took more than 10% of the machine during "
               f"{', '.join(noisy)}: those figures are inflated; rerun when the machine is quiet")
-    warnings = sequence_warnings(results)
+    warnings = request_count_warnings(results)
     if warnings:
         print()
         print("\n".join(warnings))
@@ -698,7 +594,7 @@ def main(argv=None):
         "started": started.isoformat(timespec="seconds"), "quick": args.quick, "cpus": os.cpu_count(),
         "python": sys.version.split()[0], "repeat": args.repeat,
         "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
-        "request_sequence_warnings": warnings,
+        "request_count_warnings": warnings,
         "goals": [{"verdict": v, "check": t} for v, t in checks],
     }, indent=2) + "\n")
     print(f"\nresults written to {path.relative_to(REPO)}")

@@ -171,6 +171,14 @@ class _Watched:
 watched = _Watched()
 
 
+def places_with_secrets(extra_places=()):
+    """Where characters of a secret show in the runs watched so far and in `extra_places` ((where, text) pairs),
+    each place named once and no secret quoted: for the benchmarks, whose output is kept."""
+    runs = watched.runs
+    findings = secret_characters(places_of(runs) + list(extra_places), secrets_of(runs))
+    return sorted({finding.split(": ", 1)[0] for finding in findings})
+
+
 def secrets_of(runs):
     """name -> value of every secret the watched runs knew: the settings they were given, the stand-ins' own keys,
     and every site password the fake clpctl or gateway received."""
