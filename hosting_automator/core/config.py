@@ -286,7 +286,7 @@ class Settings(BaseModel):
         return self.cloudpanel_api_url is not None
 
 
-SETTING_NAMES = tuple(field.alias for field in Settings.model_fields.values())
+SETTING_NAMES = tuple(field.alias for field in Settings.model_fields.values() if field.alias)  # env_file is none
 REQUIRED_SETTINGS = tuple(field.alias for field in Settings.model_fields.values() if field.is_required())
 EXAMPLE_PLACEHOLDERS = {"SUPABASE_URL": "https://your-project.supabase.co",
                         "MATOMO_API_URL": "https://matomo.example.com"}
