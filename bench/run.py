@@ -9,6 +9,7 @@ Run from the repository root:  .venv/bin/python bench/run.py [--quick] [--repeat
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -20,13 +21,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for the stand-ins and the tests' harness
 
-from tests.standins import clpctl_state, start_all  # noqa: E402
-from tests.support.harness import job_environment, places_with_secrets, watched  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -176,10 +176,12 @@ def _kill_group(pid, sig=signal.SIGKILL):
 
 def client_environment(standins, concurrency, who):
     """The environment the tests run the job in (the caller's without any setting of the job, then the stand-ins'
-    settings, no cap on the sites), the same for the reference."""
+    settings, no cap on the sites), the same for the reference; the job always this checkout's."""
+    from tests.support.harness import job_environment
+
     env = job_environment(standins, {"CLOUDPANEL_CONCURRENCY": concurrency})
-    if who == "reference":  # a module of bench/ (its bytecode cached, as the job's is), nothing of the repository
-        env["PYTHONPATH"] = str(REPO / "bench")
+    # the reference as a module of bench/ (its bytecode cached, as the job's is), nothing of the repository beside it
+    env["PYTHONPATH"] = str(REPO / "bench") if who == "reference" else str(REPO)
     for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the shell must not sit between a client and 127.0.0.1
         env[name] = ",".join(filter(None, [env.get(name), "127.0.0.1", "localhost"]))
     env.pop("PYTHONPROFILEIMPORTTIME", None)
@@ -198,6 +200,10 @@ def client_argv(who, workers):
 # -- one run of one client in one scenario -----------------------------------------------------------------------------
 
 def run_client(scenario, who, launcher, repetition, keep=False):
+    # imported here, after the launcher started: it is forked from this process and should stay a few MB
+    from tests.standins import clpctl_state, start_all
+    from tests.support.harness import places_with_secrets, watched
+
     directory = tempfile.mkdtemp(prefix=f"bench-{scenario.name}-{who}-")
     t0 = time.perf_counter()
     standins = start_all(directory, sites=scenario.sites, latency=scenario.latency,
@@ -206,16 +212,23 @@ def run_client(scenario, who, launcher, repetition, keep=False):
     servers = standins.servers
     first = {}
     latency = standins.postgrest.latency
+    kinds = collections.Counter()  # what each request was, without its values: the two clients' work compared
+    kinds_lock = threading.Lock()  # the stand-ins serve requests on threads of their own
 
-    def first_supabase_request(request):
-        """Notes when the first request reached Supabase (a fault hook that never gives a fault)."""
-        if "t" not in first:
-            first["t"] = time.time() - latency  # the stand-in sleeps its latency before calling the hook
-        return None
+    def counting(server):
+        def hook(request):
+            """Notes what the request was, and when the first reached Supabase (a hook that gives no fault)."""
+            if server is standins.postgrest and "t" not in first:
+                first["t"] = time.time() - latency  # the stand-in sleeps its latency before calling the hook
+            kind = request_kind(server.name, request)
+            with kinds_lock:
+                kinds[kind] += 1
+            return None
+        return hook
 
     for server in servers:
-        server.record_requests = False  # thousands of sites: the counts are enough
-    standins.postgrest.fault = first_supabase_request
+        server.record_requests = False  # thousands of sites: what they were is counted instead
+        server.fault = counting(server)
 
     env = client_environment(standins, scenario.concurrency, who)
     import_s = None
@@ -234,7 +247,7 @@ def run_client(scenario, who, launcher, repetition, keep=False):
     busy_after, steal_after = _machine_cpu_seconds()
     injected = sum(s.injected_latency_seconds for s in servers)
     requests = {s.name: s.request_count for s in servers}
-    requests["clpctl commands"] = len(clpctl_state.calls(standins.db_path))
+    kinds.update(clpctl_command(call["argv"]) for call in clpctl_state.calls(standins.db_path))
     rows = standins.postgrest.rows()
     # the job is held to the tests' secret scan (its output, log file and rows); the reference is not
     leaks = places_with_secrets([(name, Path(path).read_text(errors="replace"))
@@ -268,6 +281,7 @@ def run_client(scenario, who, launcher, repetition, keep=False):
         "cpu_s": ended["cpu_user"] + ended["cpu_system"],
         "standins_cpu_s": standins_cpu,
         "requests": requests,
+        "request_kinds": dict(sorted(kinds.items())),
         "standins_setup_s": setup_seconds,
     }
     # CPU that other processes on the machine took meanwhile, and CPU the hypervisor gave to other guests of the
@@ -350,15 +364,46 @@ def _check(scenario, who, rows, exit_code, stdout, stderr):
     return failures
 
 
-def request_count_warnings(results):
-    """A line for each pair of runs whose clients asked the stand-ins for different amounts of work: their ratio
-    would compare clients that do different things."""
+def request_kind(name, request):
+    """A request as a short text, without what legitimately differs between two clients or two sites (values,
+    headers other than Prefer, the order of keys): the method and path, PostgREST's filters with their operators,
+    Matomo's API method, and the keys of a form or JSON body."""
+    query, body = request["query"], request["body"] or ""
+    if name == "postgrest":
+        filters = sorted(f"{key}={value.partition('.')[0] if key not in ('select', 'order') else value}"
+                         for key, values in query.items() for value in values)
+        kind = f"{request['method']} {request['path']}?{'&'.join(filters)}"
+        prefer = request["headers"].get("prefer")
+        return kind + (f" Prefer: {prefer}" if prefer else "") + f" body={_keys(body)}"
+    if name == "matomo":
+        return f"{request['method']} {(query.get('method') or [''])[0]} form={sorted(parse_qs(body))}"
+    return f"{name} {request['method']} {request['path']} body={_keys(body)}"
+
+
+def _keys(body):
+    try:
+        payload = json.loads(body) if body else {}
+    except ValueError:
+        return "<not JSON>"
+    return sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+
+
+def clpctl_command(argv):
+    return f"clpctl {argv[0] if argv else ''} {sorted(a[2:].split('=', 1)[0] for a in argv[1:] if a.startswith('--'))}"
+
+
+def request_warnings(results):
+    """A few lines for each pair of runs whose clients made different requests: their ratio would compare clients
+    that do different work."""
     lines = []
     for (name, repetition), pair in pairs(results).items():
         job, reference = pair.get("job"), pair.get("reference")
-        if job and reference and job["requests"] != reference["requests"]:
-            lines.append(f"WARNING: {name} run {repetition + 1}: the job's requests {job['requests']} differ from "
-                         f"the reference's {reference['requests']}")
+        if not job or not reference or job["request_kinds"] == reference["request_kinds"]:
+            continue
+        mine, theirs = collections.Counter(job["request_kinds"]), collections.Counter(reference["request_kinds"])
+        lines.append(f"WARNING: {name} run {repetition + 1}: the job's requests differ from the reference's:")
+        lines += [f"  only the job, {count} x: {kind}" for kind, count in (mine - theirs).most_common(3)]
+        lines += [f"  only the reference, {count} x: {kind}" for kind, count in (theirs - mine).most_common(3)]
     return lines
 
 
@@ -579,7 +624,7 @@ def main(argv=None):
     if noisy:
         print(f"WARNING: other processes or other guests of the host took more than 10% of the machine during "
               f"{', '.join(noisy)}: those figures are inflated; rerun when the machine is quiet")
-    warnings = request_count_warnings(results)
+    warnings = request_warnings(results)
     if warnings:
         print()
         print("\n".join(warnings))
@@ -594,7 +639,7 @@ def main(argv=None):
         "started": started.isoformat(timespec="seconds"), "quick": args.quick, "cpus": os.cpu_count(),
         "python": sys.version.split()[0], "repeat": args.repeat,
         "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
-        "request_count_warnings": warnings,
+        "request_warnings": warnings,
         "goals": [{"verdict": v, "check": t} for v, t in checks],
     }, indent=2) + "\n")
     print(f"\nresults written to {path.relative_to(REPO)}")

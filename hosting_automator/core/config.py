@@ -77,15 +77,16 @@ def _shortened(value, limit=40):
     return shown if len(shown) <= limit else f"{shown[:limit - 2]}…' ({len(value)} characters)"
 
 
-# Each check below gets a setting's text, stripped and never empty (an empty setting is a setting not made; only
-# SERVER_NAME's check also gets "", for its default), and raises ValueError with what follows the setting's name in
-# the message. None quotes a key or a token.
-
-
 def _usable_host(host: str, shown: str) -> None:
     problem = service_host_problem(host)
     if problem:
         raise ValueError(f"has a host name that cannot be used ({problem}), got {shown!r}")
+
+
+# Each check below gets a setting's text, stripped and never empty (an empty setting is a setting not made; only
+# SERVER_NAME's check also gets "", for its default), and raises ValueError with what follows the setting's name in
+# the message. None quotes a key or a token.
+
 
 def _url(value: str) -> str:
     shown = without_credentials(value)

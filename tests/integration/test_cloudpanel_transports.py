@@ -185,7 +185,9 @@ def test_a_certificate_for_a_site_that_is_not_there_fails_saying_so(panel):
     with pytest.raises(CertificateError) as caught:
         panel.client().provision_ssl("nosite.example")
 
-    assert str(caught.value).endswith('Site "nosite.example" does not exist.')
+    assert str(caught.value) == panel.says(
+        clpctl='clpctl lets-encrypt:install:certificate failed: Site "nosite.example" does not exist.',
+        gateway='gateway: install the certificate: HTTP 500: Site "nosite.example" does not exist.')
     assert clpctl_state.certificate_requests(panel.db_path) == []
 
 
